@@ -1,0 +1,3 @@
+from snapgraph.cli import main
+
+raise SystemExit(main())

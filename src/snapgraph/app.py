@@ -1,0 +1,147 @@
+"""`create_app`: the gateway as an ASGI app; its lifespan owns the HTTP client and the cache.
+
+    app = create_app(Settings.from_environ(upstream_url="http://127.0.0.1:9000"))
+    uvicorn.run(app)
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from snapgraph._version import __version__
+from snapgraph.cache import SnapshotCache
+from snapgraph.cache_backends import Store, build_store
+from snapgraph.errors import ConfigError
+from snapgraph.graph.schema import build_schema
+from snapgraph.settings import Settings
+from snapgraph.upstream.client import UpstreamClient
+from snapgraph.web import graphiql
+from snapgraph.web.endpoint import GraphQLEndpoint
+from snapgraph.web.persisted_queries import PersistedQueries, load_safelist
+
+logger = logging.getLogger("snapgraph")
+
+
+@dataclass
+class Gateway:
+    """Everything one running gateway shares between requests."""
+
+    settings: Settings
+    schema: object
+    client: UpstreamClient
+    store: Store
+    cache: SnapshotCache
+    secret: bytes
+    persisted_queries: PersistedQueries
+
+
+def create_app(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """Build the gateway. `transport` replaces the upstream network (tests of faults only)."""
+    if settings.upstream_url is None:
+        raise ConfigError("SNAPGRAPH_UPSTREAM_URL", "must be set (the snapshots service's URL)", None)
+    schema = build_schema(settings.federation_version)
+    persisted_queries = _persisted_queries(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway = _start_gateway(settings, schema, persisted_queries, transport)
+        app.state.gateway = gateway
+        app.state.endpoint = GraphQLEndpoint(gateway)
+        try:
+            yield
+        finally:
+            await gateway.client.aclose()
+            await gateway.store.close()
+
+    app = FastAPI(
+        title="snapgraph", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    app.add_route("/graphql", _graphql, methods=["GET", "POST"])
+    app.add_route("/healthz", _healthz, methods=["GET"])
+    app.add_route("/readyz", _readyz, methods=["GET"])
+    graphiql.mount(app, enabled=settings.graphiql)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            allow_credentials=True,
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
+    return app
+
+
+def _persisted_queries(settings: Settings) -> PersistedQueries:
+    if settings.safelist_file is None:
+        return PersistedQueries(settings.apq_max_entries)
+    try:
+        safelist = load_safelist(settings.safelist_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("SNAPGRAPH_SAFELIST_FILE", f"cannot be read: {exc}", None) from exc
+    return PersistedQueries(settings.apq_max_entries, safelist)
+
+
+def _start_gateway(
+    settings: Settings,
+    schema: object,
+    persisted_queries: PersistedQueries,
+    transport: httpx.AsyncBaseTransport | None,
+) -> Gateway:
+    assert settings.upstream_url is not None
+    client = UpstreamClient(
+        settings.upstream_url,
+        timeout=httpx.Timeout(
+            settings.upstream_timeout,
+            connect=settings.upstream_connect_timeout,
+            pool=settings.upstream_pool_timeout,
+        ),
+        max_connections=settings.upstream_max_connections,
+        trust_env=settings.upstream_trust_env,
+        transport=transport,
+    )
+    store = build_store(settings.cache_url, max_entries=settings.cache_max_entries)
+    cache = SnapshotCache(
+        store,
+        ttl=settings.cache_ttl,
+        stale_window=settings.cache_stale_window,
+        # A lease outlives the slowest upstream call it guards, so waiters rarely fetch twice.
+        lease_seconds=settings.upstream_timeout + settings.upstream_connect_timeout + 1,
+    )
+    # Without Redis the secret need not survive a restart: the memory cache does not either.
+    secret = (settings.cache_secret or secrets.token_hex(32)).encode()
+    return Gateway(settings, schema, client, store, cache, secret, persisted_queries)
+
+
+async def _graphql(request: Request) -> Response:
+    if graphiql.wants_page(request):
+        return graphiql.page(request)
+    endpoint: GraphQLEndpoint = request.app.state.endpoint
+    return await endpoint(request)
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _readyz(request: Request) -> Response:
+    """Ready when the upstream answers; a failing shared cache only degrades the gateway."""
+    gateway: Gateway = request.app.state.gateway
+    upstream_ok = await gateway.client.is_reachable()
+    cache = await gateway.store.status()
+    status = "ready" if cache != "degraded" else "degraded"
+    body = {"status": status if upstream_ok else "unavailable", "upstream": upstream_ok, "cache": cache}
+    return JSONResponse(body, status_code=200 if upstream_ok else 503)

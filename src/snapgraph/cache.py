@@ -1,0 +1,176 @@
+"""The per-user cache of upstream answers: its key, its entry format, and coalescing.
+
+    cache = SnapshotCache(store, ttl=30, stale_window=300, lease_seconds=6)
+    key = cache_key(secret, credentials, "user")
+    result = await cache.load(key, fetch=lambda: client.list_snapshots(...), list_type="user")
+
+Guarantees, each pinned by tests:
+- One user's entry is reachable only with that user's credentials (`cache_key`).
+- Concurrent misses of one key make one upstream call: an in-process single flight, and
+  across processes a Redis lease (`Store.acquire_lease`) that expires if its holder dies.
+  Different keys never wait on each other.
+- Only successful answers are stored. When the upstream is unavailable, an entry up to
+  `stale_window` seconds past its TTL is served instead, flagged `stale`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from snapgraph.cache_backends import Store
+from snapgraph.errors import UpstreamUnavailable
+from snapgraph.upstream.models import Credentials
+
+ENTRY_FORMAT = 1
+_POLL_SECONDS = 0.01
+
+
+def cache_key(secret: bytes, credentials: Credentials, list_type: str | None) -> str:
+    """The key of one caller's answer to one upstream query.
+
+    Seeded by, in order: the caller's `Authorization` header, the caller's `X-API-Key`
+    header, and the upstream query (`type`). It is an HMAC-SHA256 under the server's secret,
+    so a key reveals no credential and cannot be computed by someone who reads the cache.
+    """
+    seed = orjson.dumps(["list", credentials.authorization, credentials.api_key, list_type])
+    return "list:" + hmac.new(secret, seed, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedList:
+    """An upstream answer as cached: the raw items, when and for which query they were fetched.
+
+    `fetch_id` tells one fetch from the next (a waiting process spots a new entry by it);
+    an entry derived from this one (e.g. a serialized GraphQL answer) must carry the same
+    `fetch_id` and expire with it.
+    """
+
+    items: list[Any]
+    fetched_at: float
+    list_type: str | None
+    fetch_id: str
+    stale: bool = False
+
+    @property
+    def age(self) -> float:
+        return max(0.0, time.time() - self.fetched_at)
+
+    def dumps(self) -> str:
+        return orjson.dumps(
+            {
+                "format": ENTRY_FORMAT,
+                "fetched_at": self.fetched_at,
+                "query": {"type": self.list_type},
+                "fetch_id": self.fetch_id,
+                "items": self.items,
+            }
+        ).decode()
+
+    @classmethod
+    def loads(cls, text: str) -> CachedList | None:
+        """Parse a stored entry; None for anything unreadable (treated as a miss)."""
+        try:
+            raw = orjson.loads(text)
+            if raw["format"] != ENTRY_FORMAT or not isinstance(raw["items"], list):
+                return None
+            return cls(raw["items"], float(raw["fetched_at"]), raw["query"]["type"], raw["fetch_id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+
+Fetch = Callable[[], Awaitable[list[Any]]]
+
+
+class SnapshotCache:
+    """Serves upstream answers from a `Store`, fetching each missing key once."""
+
+    def __init__(
+        self, store: Store, *, ttl: float, stale_window: float, lease_seconds: float
+    ) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.stale_window = stale_window
+        self.lease_seconds = lease_seconds
+        self._inflight: dict[str, asyncio.Future[CachedList]] = {}
+
+    async def load(
+        self, key: str, fetch: Fetch, *, list_type: str | None, refresh: bool = False
+    ) -> CachedList:
+        """The entry for `key`: cached when fresh (unless `refresh`), else fetched once."""
+        if self.ttl == 0:
+            return _new_entry(await fetch(), list_type)
+        previous = await self._read(key)
+        if previous is not None and previous.age < self.ttl and not refresh:
+            return previous
+        flight = self._inflight.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._refresh(key, fetch, list_type, previous))
+            self._inflight[key] = flight
+            flight.add_done_callback(lambda done: self._land(key, done))
+        # shield: one caller hanging up must not cancel the fetch the others wait for.
+        return await asyncio.shield(flight)
+
+    def _land(self, key: str, flight: asyncio.Future[CachedList]) -> None:
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
+        if not flight.cancelled():
+            flight.exception()  # retrieved here, so no "never retrieved" warning if all left
+
+    async def _read(self, key: str) -> CachedList | None:
+        text = await self.store.get(key)
+        return None if text is None else CachedList.loads(text)
+
+    async def _refresh(
+        self, key: str, fetch: Fetch, list_type: str | None, previous: CachedList | None
+    ) -> CachedList:
+        token = secrets.token_hex(16)
+        give_up_at = time.monotonic() + 2 * self.lease_seconds
+        while time.monotonic() < give_up_at:
+            if await self.store.acquire_lease(key, token, self.lease_seconds):
+                try:
+                    return await self._fetch_and_store(key, fetch, list_type, previous)
+                finally:
+                    await self.store.release_lease(key, token)
+            landed = await self._wait_for_other_process(key, previous)
+            if landed is not None:
+                return landed
+        # The lease kept changing hands without an entry landing: fetch without it.
+        return await self._fetch_and_store(key, fetch, list_type, previous)
+
+    async def _wait_for_other_process(
+        self, key: str, previous: CachedList | None
+    ) -> CachedList | None:
+        """Poll until another process stores a new entry, or drops its lease without one."""
+        while True:
+            await asyncio.sleep(_POLL_SECONDS)
+            entry = await self._read(key)
+            if entry is not None and (previous is None or entry.fetch_id != previous.fetch_id):
+                return entry
+            if not await self.store.lease_held(key):
+                return None
+
+    async def _fetch_and_store(
+        self, key: str, fetch: Fetch, list_type: str | None, previous: CachedList | None
+    ) -> CachedList:
+        try:
+            items = await fetch()
+        except UpstreamUnavailable:
+            if previous is not None and previous.age < self.ttl + self.stale_window:
+                return replace(previous, stale=True)
+            raise
+        entry = _new_entry(items, list_type)
+        await self.store.set(key, entry.dumps(), ttl=self.ttl + self.stale_window)
+        return entry
+
+
+def _new_entry(items: list[Any], list_type: str | None) -> CachedList:
+    return CachedList(items, time.time(), list_type, secrets.token_hex(8))

@@ -1,0 +1,220 @@
+"""Where cache entries live: aiocache backends behind one small `Store` interface.
+
+- `MemoryStore`: aiocache's in-process memory cache, bounded (LRU) because aiocache 0.12.3's
+  is not.
+- `RedisStore`: aiocache's Redis cache, shared by every gateway process; it also offers the
+  lease (`SET NX PX`) that lets one process fetch while the others wait. aiocache's `RedLock`
+  cannot do that: it only wakes waiters inside the process that holds it.
+- `FailoverStore`: Redis first; when Redis fails, the in-process store for a short while,
+  then Redis again, so a flapping Redis degrades the gateway instead of breaking it.
+
+Values are JSON text (never pickle): whoever can write to a shared Redis must not be able to
+run code in the gateway, and decoding text on every read means no caller shares a mutable
+object with another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from aiocache import RedisCache, SimpleMemoryCache
+from aiocache.serializers import StringSerializer
+from redis.exceptions import RedisError
+
+logger = logging.getLogger("snapgraph.cache")
+
+NAMESPACE = "snapgraph"
+_RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class Store(Protocol):
+    """The cache's storage: text values with a TTL, plus a lease for cross-process fetches."""
+
+    async def get(self, key: str) -> str | None: ...
+    async def set(self, key: str, value: str, ttl: float) -> None: ...
+    async def acquire_lease(self, key: str, token: str, seconds: float) -> bool: ...
+    async def lease_held(self, key: str) -> bool: ...
+    async def release_lease(self, key: str, token: str) -> None: ...
+    async def status(self) -> str: ...
+    async def close(self) -> None: ...
+
+
+class _LRUMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
+    """aiocache's memory cache with an upper bound on entries, evicting the least recently used."""
+
+    def __init__(self, max_entries: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, object] = OrderedDict()
+
+    async def _get(self, key: str, encoding: str = "utf-8", _conn: Any = None) -> object:
+        value = self._cache.get(key)
+        if value is not None:
+            self._cache.move_to_end(key)
+        return value
+
+    async def _set(self, key: str, value: object, ttl: Any = None, *args: Any, **kw: Any) -> Any:
+        result = await super()._set(key, value, ttl, *args, **kw)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.max_entries:
+            await self._delete(next(iter(self._cache)))
+        return result
+
+
+class MemoryStore:
+    """In-process, bounded; its lease always succeeds (the in-process single flight suffices)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.cache = _LRUMemoryCache(max_entries, serializer=StringSerializer(), timeout=0)
+
+    def __len__(self) -> int:
+        return len(self.cache._cache)
+
+    async def get(self, key: str) -> str | None:
+        value: str | None = await self.cache.get(key)
+        return value
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        await self.cache.set(key, value, ttl=float(ttl))
+
+    async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
+        return True
+
+    async def lease_held(self, key: str) -> bool:
+        return False
+
+    async def release_lease(self, key: str, token: str) -> None:
+        return None
+
+    async def status(self) -> str:
+        return "memory"
+
+    async def close(self) -> None:
+        await self.cache.clear()
+
+
+class RedisStore:
+    """Shared by every gateway process that points at the same Redis; every key has a TTL."""
+
+    def __init__(self, url: str, *, op_timeout: float = 0.5) -> None:
+        parts = urlsplit(url)
+        self.cache = RedisCache(
+            serializer=StringSerializer(),
+            namespace=NAMESPACE,
+            endpoint=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(parts.path.lstrip("/") or 0),
+            password=unquote(parts.password) if parts.password else None,
+            ssl=parts.scheme == "rediss",
+            create_connection_timeout=op_timeout,
+            connection_pool_kwargs={"socket_timeout": op_timeout},
+            timeout=op_timeout,
+        )
+        self.redis = self.cache.client
+
+    async def get(self, key: str) -> str | None:
+        value: str | None = await self.cache.get(key)
+        return value
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        await self.cache.set(key, value, ttl=float(ttl))
+
+    async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
+        acquired = await self.redis.set(_lease_key(key), token, nx=True, px=int(seconds * 1000))
+        return bool(acquired)
+
+    async def lease_held(self, key: str) -> bool:
+        return bool(await self.redis.exists(_lease_key(key)))
+
+    async def release_lease(self, key: str, token: str) -> None:
+        # Delete only our own lease: it may have expired and been taken by another process.
+        await self.redis.eval(_RELEASE_SCRIPT, 1, _lease_key(key), token)
+
+    async def status(self) -> str:
+        await self.redis.ping()
+        return "redis"
+
+    async def close(self) -> None:
+        await self.cache.close()
+        await self.redis.aclose()
+
+
+def _lease_key(key: str) -> str:
+    return f"{NAMESPACE}:lease:{key}"
+
+
+class FailoverStore:
+    """Redis while it answers; the in-process store for `retry_after` seconds after it fails."""
+
+    def __init__(self, primary: Store, fallback: Store, *, retry_after: float = 1.0) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.retry_after = retry_after
+        self._down_until = 0.0
+
+    @property
+    def degraded(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    async def get(self, key: str) -> str | None:
+        value: str | None = await self._call("get", key)
+        return value
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        await self._call("set", key, value, ttl)
+
+    async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
+        return bool(await self._call("acquire_lease", key, token, seconds))
+
+    async def lease_held(self, key: str) -> bool:
+        return bool(await self._call("lease_held", key))
+
+    async def release_lease(self, key: str, token: str) -> None:
+        await self._call("release_lease", key, token)
+
+    async def status(self) -> str:
+        try:
+            await self.primary.status()
+        except _STORE_ERRORS:
+            self._mark_down()
+            return "degraded"
+        self._down_until = 0.0
+        return "redis"
+
+    async def close(self) -> None:
+        await self.primary.close()
+        await self.fallback.close()
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        if not self.degraded:
+            try:
+                return await getattr(self.primary, method)(*args)
+            except _STORE_ERRORS as exc:
+                self._mark_down(exc)
+        return await getattr(self.fallback, method)(*args)
+
+    def _mark_down(self, exc: BaseException | None = None) -> None:
+        if not self.degraded:
+            logger.warning(
+                "Redis cache unavailable (%s); serving from the in-process cache for %.1fs",
+                type(exc).__name__ if exc else "ping failed",
+                self.retry_after,
+            )
+        self._down_until = time.monotonic() + self.retry_after
+
+
+def build_store(cache_url: str, *, max_entries: int) -> Store:
+    """The store a `SNAPGRAPH_CACHE_URL` names: memory://, or Redis with an in-process fallback."""
+    memory = MemoryStore(max_entries)
+    if cache_url == "memory://":
+        return memory
+    return FailoverStore(RedisStore(cache_url), memory)

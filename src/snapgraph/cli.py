@@ -1,0 +1,165 @@
+"""The `snapgraph` command: parsing only; the work happens in the modules it calls.
+
+    snapgraph serve [--port 8000] [--upstream-url URL] ...   the gateway
+    snapgraph upstream [--port 9000]                          the reference upstream alone
+    snapgraph schema [--check] [--output schema.graphql]      print (or check) the subgraph SDL
+    snapgraph register FILE.graphql ... --output safelist.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import uvicorn
+
+from snapgraph._version import __version__
+from snapgraph.errors import ConfigError
+from snapgraph.settings import Settings, env_name
+
+DEMO_HINT = """\
+snapgraph: no SNAPGRAPH_UPSTREAM_URL set, so the reference upstream runs at {upstream} with demo data.
+  GraphiQL:  {graphiql}
+  Headers:   {{"X-API-Key": "{api_key}"}}   (or {{"Authorization": "Bearer {token}"}})
+  curl:      curl -s {endpoint} -H 'Content-Type: application/json' -H 'X-API-Key: {api_key}' \\
+               -d '{{"query": "{{ snapshots {{ id name sizeBytes }} }}"}}'
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"snapgraph: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="snapgraph", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"snapgraph {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the gateway")
+    _add_setting_flags(serve)
+    serve.set_defaults(run=_serve)
+
+    upstream = commands.add_parser("upstream", help="serve the reference upstream with demo data")
+    upstream.add_argument("--host", default="127.0.0.1")
+    upstream.add_argument("--port", type=int, default=9000)
+    upstream.set_defaults(run=_upstream)
+
+    schema = commands.add_parser("schema", help="print the subgraph SDL (schema.graphql)")
+    schema.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    schema.add_argument("--check", type=Path, help="exit 1 if this file differs from the SDL")
+    schema.add_argument("--federation-version", default="2.11")
+    schema.set_defaults(run=_schema)
+
+    register = commands.add_parser("register", help="write a safelist of GraphQL documents")
+    register.add_argument("documents", nargs="+", type=Path, help=".graphql files, one per doc")
+    register.add_argument("--output", type=Path, required=True)
+    register.set_defaults(run=_register)
+    return parser
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, named after it; values go through the same parser as env vars."""
+    for setting in dataclasses.fields(Settings):
+        flag = "--" + setting.name.replace("_", "-")
+        help_text = f"{setting.metadata['help']} [{env_name(setting.name)}]"
+        if str(setting.type) == "bool":
+            parser.add_argument(flag, dest=setting.name, action=argparse.BooleanOptionalAction,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, dest=setting.name, metavar="VALUE", help=help_text)
+
+
+def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """Environment first, flags over it; both validated the same way."""
+    merged = dict(environ)
+    for setting in dataclasses.fields(Settings):
+        value = getattr(args, setting.name, None)
+        if isinstance(value, bool):
+            merged[env_name(setting.name)] = "true" if value else "false"
+        elif value is not None:
+            merged[env_name(setting.name)] = value
+    return Settings.from_environ(merged)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from snapgraph.app import create_app
+
+    settings = settings_from(args, dict(os.environ))
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    with _upstream_for(settings) as settings:
+        app = create_app(settings)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+@contextlib.contextmanager
+def _upstream_for(settings: Settings) -> Iterator[Settings]:
+    """The settings to serve with: the reference upstream runs in-process when none is set."""
+    if settings.upstream_url is not None:
+        yield settings
+        return
+    from snapgraph.reference.app import create_reference_app
+    from snapgraph.reference.data import DEMO_USERS
+    from snapgraph.serving import serve_in_thread
+
+    with serve_in_thread(create_reference_app()) as upstream_url:
+        alice = DEMO_USERS[0]
+        endpoint = f"http://{settings.host}:{settings.port}/graphql"
+        print(
+            DEMO_HINT.format(
+                upstream=upstream_url,
+                graphiql=endpoint,
+                endpoint=endpoint,
+                api_key=alice.api_key,
+                token=alice.token,
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+        yield dataclasses.replace(settings, upstream_url=upstream_url)
+
+
+def _upstream(args: argparse.Namespace) -> int:
+    from snapgraph.reference.app import create_reference_app
+
+    uvicorn.run(create_reference_app(), host=args.host, port=args.port)
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from snapgraph.graph.schema import build_schema, subgraph_sdl
+
+    sdl = subgraph_sdl(build_schema(args.federation_version))
+    if args.check is not None:
+        if args.check.read_text(encoding="utf-8") != sdl:
+            print(f"snapgraph: {args.check} differs from the schema; run `make schema`",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if args.output is not None:
+        args.output.write_text(sdl, encoding="utf-8")
+    else:
+        sys.stdout.write(sdl)
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    from snapgraph.web.persisted_queries import register_documents
+
+    safelist = register_documents(args.documents)
+    args.output.write_text(json.dumps(safelist, indent=2) + "\n", encoding="utf-8")
+    print(f"snapgraph: registered {len(safelist)} documents in {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,43 @@
+"""The Federation 2 subgraph schema, and its printed SDL (`schema.graphql`)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import strawberry
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.schema.config import StrawberryConfig
+
+from snapgraph.graph.extensions import GatewayResponse
+from snapgraph.graph.resolvers import Query
+from snapgraph.graph.types import LONG_SCALAR, Long, Snapshot
+
+SDL_QUERY = "{ _service { sdl } }"
+
+
+def build_schema(federation_version: str = "2.11") -> strawberry.federation.Schema:
+    """The gateway's schema, a Federation subgraph of `federation_version`.
+
+        >>> build_schema("2.5").federation_version
+        (2, 5)
+    """
+    return strawberry.federation.Schema(
+        query=Query,
+        types=[Snapshot],
+        extensions=[
+            GatewayResponse,
+            # Frontends send the same few documents over and over: parse/validate each once.
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
+        ],
+        federation_version=cast(Any, federation_version),
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
+    )
+
+
+def subgraph_sdl(schema: strawberry.federation.Schema) -> str:
+    """The SDL a federation router fetches via `_service { sdl }`; `schema.graphql` holds it."""
+    result = schema.execute_sync(SDL_QUERY)
+    if result.errors or result.data is None:
+        raise RuntimeError(f"cannot print the subgraph SDL: {result.errors}")
+    return str(result.data["_service"]["sdl"]).rstrip() + "\n"

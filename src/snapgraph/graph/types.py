@@ -1,0 +1,108 @@
+"""The GraphQL types: what a caller sees of a snapshot."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, NewType
+
+import strawberry
+
+from snapgraph.upstream.models import SnapshotInfo
+
+if TYPE_CHECKING:
+    from snapgraph.graph.context import Info
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _serialize_long(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("Long must be an integer")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError("Long must fit in 64 bits")
+    return value
+
+
+def _parse_long(value: object) -> int:
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    return _serialize_long(value)
+
+
+Long = NewType("Long", int)
+LONG_SCALAR = strawberry.scalar(
+    name="Long",
+    description=(
+        "A signed 64-bit integer, serialized as a JSON number. Exact in every JSON parser that "
+        "keeps 64-bit integers; JavaScript's JSON.parse is exact only up to 2^53 - 1 "
+        "(9,007,199,254,740,991 bytes = 8 PiB), far above any disk snapshot. Accepted as input "
+        "as a number or a decimal string."
+    ),
+    serialize=_serialize_long,
+    parse_value=_parse_long,
+)
+
+
+@strawberry.enum(description="Which snapshots to list.")
+class SnapshotType(Enum):
+    USER = strawberry.enum_value("user", description="Only the caller's own snapshots.")
+    SYSTEM = strawberry.enum_value("system", description="Only public system snapshots.")
+
+
+@strawberry.federation.type(
+    keys=["id"], description="A point-in-time snapshot of a sandbox VM's disk and memory."
+)
+class Snapshot:
+    id: strawberry.ID = strawberry.field(description="Unique id of the snapshot.")
+    name: str | None = strawberry.field(description="Human-readable name, if one was given.")
+    status: str = strawberry.field(
+        description="Lifecycle status as the service reports it (e.g. ready, creating, failed)."
+    )
+    source_vm_id: str | None = strawberry.field(
+        description="Id of the VM the snapshot was taken from; null for images built otherwise."
+    )
+    snapshot_type: str = strawberry.field(
+        description="How the snapshot was made, as the service reports it (e.g. full, oci)."
+    )
+    type: str = strawberry.field(
+        description='Owner class: "user" for the caller\'s own, "system" for public ones. '
+        'Defaults to "user" when the service omits it.'
+    )
+    oci_image: str | None = strawberry.field(description="OCI image the snapshot was built from.")
+    vcpu_count: int | None = strawberry.field(description="Virtual CPUs of the captured VM.")
+    memory_mb: int | None = strawberry.field(description="Memory of the captured VM, in MiB.")
+    size_bytes: Long = strawberry.field(
+        description="Size on disk in bytes (64-bit; 0 when the service omits it)."
+    )
+    is_public: bool = strawberry.field(
+        description="Whether every user can see it (false when the service omits it)."
+    )
+    last_error: str | None = strawberry.field(description="Why the last operation failed, if it did.")
+    created_at: datetime = strawberry.field(description="When the snapshot was created (ISO-8601).")
+    updated_at: datetime = strawberry.field(description="When the snapshot last changed (ISO-8601).")
+
+    @classmethod
+    def from_info(cls, info: SnapshotInfo) -> Snapshot:
+        return cls(
+            id=strawberry.ID(info.id),
+            name=info.name,
+            status=info.status,
+            source_vm_id=info.source_vm_id,
+            snapshot_type=info.snapshot_type,
+            type=info.type,
+            oci_image=info.oci_image,
+            vcpu_count=info.vcpu_count,
+            memory_mb=info.memory_mb,
+            size_bytes=Long(info.size_bytes),
+            is_public=info.is_public,
+            last_error=info.last_error,
+            created_at=info.created_at,
+            updated_at=info.updated_at,
+        )
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Snapshot | None:
+        """Federation: one of the caller's snapshots by id; null when the caller cannot see it."""
+        snapshots = await info.context.snapshots.visible(info, None)
+        return next((snapshot for snapshot in snapshots if snapshot.id == id), None)

@@ -1,0 +1,198 @@
+"""Settings: the only code that reads the environment.
+
+Every setting is a field of `Settings`, read from `SNAPGRAPH_<NAME>` and settable by the
+matching CLI flag `--<name-with-dashes>`. The field's metadata is the single source of its
+help text, so the CLI, the README and the error messages cannot drift apart.
+
+    >>> Settings.from_environ({"SNAPGRAPH_PORT": "9000"}).port
+    9000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from snapgraph.errors import ConfigError
+
+ENV_PREFIX = "SNAPGRAPH_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+FEDERATION_VERSIONS = tuple(f"2.{minor}" for minor in range(12))
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The gateway's configuration. Build it with `Settings.from_environ(os.environ)`."""
+
+    host: str = _setting("127.0.0.1", "Interface to listen on.")
+    port: int = _setting(8000, "TCP port to listen on.")
+    log_level: str = _setting("info", "One of critical, error, warning, info, debug.")
+    upstream_url: str | None = _setting(
+        None,
+        "Base URL of the snapshots REST service (the part before /v1/snapshots). "
+        "Unset: serve starts the built-in reference upstream with demo data.",
+    )
+    upstream_timeout: float = _setting(
+        5.0, "Seconds to wait for the upstream's answer (read/write timeout)."
+    )
+    upstream_connect_timeout: float = _setting(2.0, "Seconds to wait for a TCP/TLS connection.")
+    upstream_pool_timeout: float = _setting(
+        1.0, "Seconds to wait for a free pooled connection before answering UPSTREAM_UNAVAILABLE."
+    )
+    upstream_max_connections: int = _setting(100, "Size of the upstream connection pool.")
+    upstream_trust_env: bool = _setting(
+        False, "Honour HTTP(S)_PROXY, NO_PROXY and SSL_CERT_FILE from the environment."
+    )
+    cache_url: str = _setting(
+        "memory://",
+        "memory:// (in-process) or redis://[:password@]host:port/db to share one cache "
+        "between gateway processes.",
+    )
+    cache_secret: str | None = _setting(
+        None,
+        "HMAC secret for cache keys. Required with Redis (the same on every replica); "
+        "random per process otherwise.",
+    )
+    cache_ttl: float = _setting(
+        30.0, "Seconds an upstream answer is served from cache. 0 turns caching off."
+    )
+    cache_stale_window: float = _setting(
+        300.0,
+        "Seconds past the TTL an entry is kept to be served (flagged stale) when upstream fails.",
+    )
+    cache_max_entries: int = _setting(
+        10_000, "Most entries the in-process cache holds; least recently used go first."
+    )
+    federation_version: str = _setting("2.11", "Apollo Federation version of the subgraph SDL.")
+    graphiql: bool = _setting(True, "Serve the GraphiQL explorer at GET /graphql.")
+    cors_origins: tuple[str, ...] = _setting(
+        (), "Comma-separated origins allowed by CORS (exact match; none by default)."
+    )
+    apq_max_entries: int = _setting(
+        10_000, "Most automatic persisted queries remembered (LRU). 0 turns APQ off."
+    )
+    safelist_file: str | None = _setting(
+        None,
+        "JSON file of registered documents (snapgraph register). When set, only those run.",
+    )
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Read `SNAPGRAPH_*` from `environ` (default `os.environ`); `overrides` win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in dataclasses.fields(cls):
+            raw = environ.get(env_name(setting.name))
+            if raw is not None:
+                values[setting.name] = _parse(setting, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first setting whose value cannot work."""
+        for name, check, problem in _CHECKS:
+            if not check(getattr(self, name)):
+                raise ConfigError(env_name(name), problem, getattr(self, name))
+        if self.cache_url.startswith(("redis://", "rediss://")) and not self.cache_secret:
+            raise ConfigError(
+                env_name("cache_secret"),
+                "must be set when the cache is Redis (use the same value on every replica)",
+                None,
+            )
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.cache_url.startswith(("redis://", "rediss://"))
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _parse(setting: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(setting.type)
+    parser = _PARSERS.get(kind.replace(" | None", ""), str)
+    try:
+        return parser(raw.strip())
+    except ValueError:
+        raise ConfigError(env_name(setting.name), f"must be {_KIND_NAMES[kind]}", raw) from None
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "tuple[str, ...]": _parse_list,
+}
+_KIND_NAMES = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "tuple[str, ...]": "a comma-separated list",
+    "str": "text",
+    "str | None": "text",
+}
+
+
+def _is_http_url(value: str | None) -> bool:
+    if value is None:
+        return True
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _is_cache_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return value == "memory://" or (parts.scheme in ("redis", "rediss") and bool(parts.hostname))
+
+
+def _is_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path == ""
+
+
+_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("port", lambda v: 0 <= v <= 65535, "must be a port number from 0 to 65535"),
+    ("log_level", lambda v: v in LOG_LEVELS, "must be one of " + ", ".join(LOG_LEVELS)),
+    ("upstream_url", _is_http_url, "must be an http:// or https:// URL with a host"),
+    ("upstream_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
+    ("upstream_connect_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
+    ("upstream_pool_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
+    ("upstream_max_connections", lambda v: v >= 1, "must be at least 1"),
+    ("cache_url", _is_cache_url, "must be memory:// or a redis:// or rediss:// URL"),
+    ("cache_ttl", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
+    ("cache_stale_window", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
+    ("cache_max_entries", lambda v: v >= 1, "must be at least 1"),
+    (
+        "federation_version",
+        lambda v: v in FEDERATION_VERSIONS,
+        "must be one of " + ", ".join(FEDERATION_VERSIONS),
+    ),
+    ("cors_origins", lambda v: all(map(_is_origin, v)), "must be origins like https://app.example"),
+    ("apq_max_entries", lambda v: v >= 0, "must be 0 (off) or a positive number"),
+)

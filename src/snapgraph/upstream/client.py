@@ -1,0 +1,185 @@
+"""The only code that speaks HTTP to the snapshots service.
+
+One `UpstreamClient` lives as long as the app: one pooled `httpx.AsyncClient` with explicit
+timeouts and a cookie jar that refuses every cookie (a shared jar would replay one caller's
+`Set-Cookie` to the next caller). Every httpx error and every unusable status is translated
+here, once, into the `UpstreamError` tree; callers never see httpx.
+
+    client = UpstreamClient("https://sandbox.example", timeout=httpx.Timeout(5.0))
+    items = await client.list_snapshots(Credentials(api_key="..."), "user", request_id="r1")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
+
+import httpx
+import orjson
+
+from snapgraph._version import __version__
+from snapgraph.errors import (
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamForbidden,
+    UpstreamNotFound,
+    UpstreamRateLimited,
+    UpstreamRejectedInput,
+    UpstreamUnauthenticated,
+    UpstreamUnavailable,
+)
+from snapgraph.upstream.models import Credentials, ListType
+
+logger = logging.getLogger("snapgraph.upstream")
+
+SNAPSHOTS_PATH = "/v1/snapshots"
+USER_AGENT = f"snapgraph/{__version__}"
+
+_STATUS_ERRORS: dict[int, type[UpstreamError]] = {
+    401: UpstreamUnauthenticated,
+    403: UpstreamForbidden,
+    404: UpstreamNotFound,
+}
+
+
+class _RefuseAllCookies(DefaultCookiePolicy):
+    """Never store nor send a cookie: the client is shared by every caller."""
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+class UpstreamClient:
+    """A long-lived client for `GET /v1/snapshots`; close it with `aclose()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: httpx.Timeout,
+        max_connections: int = 100,
+        trust_env: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            cookies=CookieJar(policy=_RefuseAllCookies()),
+            follow_redirects=False,  # a redirect must never carry credentials elsewhere
+            trust_env=trust_env,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def list_snapshots(
+        self, credentials: Credentials, list_type: ListType | str | None, *, request_id: str
+    ) -> list[Any]:
+        """Return the upstream's JSON array, unvalidated item by item (see models)."""
+        params = {"type": list_type} if list_type is not None else None
+        headers = _forwarded_headers(credentials, request_id)
+        started = time.perf_counter()
+        response = await self._send(params, headers, request_id)
+        logger.info(
+            "upstream GET %s -> %d in %.1f ms [request %s]",
+            SNAPSHOTS_PATH,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+            request_id,
+        )
+        if response.status_code != 200:
+            raise error_from_response(response)
+        return _json_array(response.content)
+
+    async def is_reachable(self) -> bool:
+        """True when the upstream answers HTTP at all (401 without credentials counts)."""
+        try:
+            response = await self._http.get(SNAPSHOTS_PATH)
+        except httpx.HTTPError:
+            return False
+        return response.status_code < 500
+
+    async def _send(
+        self, params: dict[str, str] | None, headers: dict[str, str], request_id: str
+    ) -> httpx.Response:
+        try:
+            return await self._http.get(SNAPSHOTS_PATH, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            logger.warning("upstream %s [request %s]", type(exc).__name__, request_id)
+            raise UpstreamUnavailable() from exc
+        except httpx.HTTPError as exc:
+            logger.warning("upstream %s [request %s]", type(exc).__name__, request_id)
+            raise UpstreamUnavailable() from exc
+
+
+def _forwarded_headers(credentials: Credentials, request_id: str) -> dict[str, str]:
+    headers = {"X-Request-ID": request_id}
+    if credentials.authorization is not None:
+        headers["Authorization"] = credentials.authorization
+    if credentials.api_key is not None:
+        headers["X-API-Key"] = credentials.api_key
+    return headers
+
+
+def error_from_response(response: httpx.Response) -> UpstreamError:
+    """Map a non-200 answer to the error the GraphQL caller sees (never echoing the body)."""
+    status = response.status_code
+    if status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[status]()
+    if status == 422:
+        return UpstreamRejectedInput(detail=_validation_detail(response.content))
+    if status == 429:
+        return UpstreamRateLimited(retryAfter=_retry_after_seconds(response.headers))
+    if status >= 500:
+        return UpstreamUnavailable()
+    return UpstreamBadResponse()
+
+
+def _json_array(content: bytes) -> list[Any]:
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamBadResponse() from exc
+    if not isinstance(body, list):
+        raise UpstreamBadResponse()
+    return body
+
+
+def _validation_detail(content: bytes) -> list[dict[str, Any]]:
+    """The contract's `detail` list, keeping only its documented keys (loc, msg, type)."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return []
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if not isinstance(detail, list):
+        return []
+    return [
+        {key: item[key] for key in ("loc", "msg", "type") if key in item}
+        for item in detail
+        if isinstance(item, dict)
+    ]
+
+
+def _retry_after_seconds(headers: httpx.Headers) -> int | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return int(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0, round(moment.timestamp() - time.time()))

@@ -1,0 +1,96 @@
+"""Wire types of `GET /v1/snapshots` (the contract in shared/upstream/list-snapshots-api.txt).
+
+`SnapshotInfo` validates one item strictly: a string where the contract says integer is a
+breach, not something to coerce. `split_valid_items` keeps one broken item from taking the
+valid ones down with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+ListType = Literal["user", "system"]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the caller sent to prove who they are; forwarded upstream as is."""
+
+    authorization: str | None = None
+    api_key: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.authorization or self.api_key)
+
+    def __repr__(self) -> str:
+        # Never print a credential, not even in a traceback or a debug log.
+        return f"Credentials(authorization={_mask(self.authorization)}, api_key={_mask(self.api_key)})"
+
+
+def _mask(value: str | None) -> str:
+    return "None" if value is None else "'***'"
+
+
+def _iso_datetime(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 string")  # noqa: TRY004 (pydantic wants ValueError)
+    return datetime.fromisoformat(value)
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+
+
+class SnapshotInfo(BaseModel):
+    """One snapshot as the upstream sends it; unknown extra fields are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    id: str
+    name: str | None = None
+    status: str
+    source_vm_id: str | None = None
+    snapshot_type: str
+    type: str = "user"
+    oci_image: str | None = None
+    vcpu_count: int | None = None
+    memory_mb: int | None = None
+    size_bytes: int = 0
+    is_public: bool = False
+    last_error: str | None = None
+    created_at: IsoDateTime
+    updated_at: IsoDateTime
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenItem:
+    """An item that breaks the contract: where it was, its id if it had one, what was wrong."""
+
+    index: int
+    id: str | None
+    fields: tuple[str, ...]
+
+
+def split_valid_items(items: list[Any]) -> tuple[list[SnapshotInfo], list[BrokenItem]]:
+    """Validate each item on its own; return the valid ones and a report of the others."""
+    valid: list[SnapshotInfo] = []
+    broken: list[BrokenItem] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append(SnapshotInfo.model_validate(item))
+        except ValidationError as exc:
+            broken.append(BrokenItem(index, _item_id(item), _failed_fields(exc)))
+    return valid, broken
+
+
+def _item_id(item: object) -> str | None:
+    if isinstance(item, dict) and isinstance(item.get("id"), str):
+        return item["id"]
+    return None
+
+
+def _failed_fields(exc: ValidationError) -> tuple[str, ...]:
+    return tuple(sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]}))

@@ -1,0 +1,135 @@
+"""Shared fixtures: every server is reached over real HTTP (uvicorn on a free port)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import pytest
+
+from snapgraph import Settings, create_app
+from snapgraph.reference.app import create_reference_app
+from snapgraph.reference.data import Dataset
+from snapgraph.serving import serve_in_thread
+
+ALICE_KEY = {"X-API-Key": "demo-alice-key"}
+ALICE_BEARER = {"Authorization": "Bearer demo-alice-token"}
+BOB_KEY = {"X-API-Key": "demo-bob-key"}
+REDIS_URL = os.environ.get("SNAPGRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+class Upstream:
+    """A running reference upstream: its URL and what it received."""
+
+    def __init__(self, url: str, app: Any) -> None:
+        self.url = url
+        self.app = app
+
+    @property
+    def requests(self) -> list[Any]:
+        return [r for r in self.app.state.requests if r.path == "/v1/snapshots"]
+
+
+@pytest.fixture
+def servers() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture
+def start_upstream(servers: ExitStack) -> Callable[..., Upstream]:
+    def start(dataset: Dataset | None = None) -> Upstream:
+        app = create_reference_app(dataset)
+        return Upstream(servers.enter_context(serve_in_thread(app)), app)
+
+    return start
+
+
+@pytest.fixture
+def upstream(start_upstream: Callable[..., Upstream]) -> Upstream:
+    return start_upstream()
+
+
+class Gateway:
+    """A running gateway and a client for it."""
+
+    def __init__(self, url: str, app: Any) -> None:
+        self.url = url
+        self.app = app
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def post(self, query: str, headers: dict[str, str] | None = None, **body: Any) -> httpx.Response:
+        return self.http.post("/graphql", json={"query": query, **body}, headers=headers or {})
+
+    def query(self, query: str, headers: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
+        response = self.post(query, headers, **body)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+
+@pytest.fixture
+def start_gateway(servers: ExitStack) -> Callable[..., Gateway]:
+    def start(upstream_url: str, transport: Any = None, **settings: Any) -> Gateway:
+        app = create_app(
+            Settings.from_environ({}, upstream_url=upstream_url, **settings), transport=transport
+        )
+        gateway = Gateway(servers.enter_context(serve_in_thread(app)), app)
+        servers.callback(gateway.http.close)
+        return gateway
+
+    return start
+
+
+@pytest.fixture
+def gateway(start_gateway: Callable[..., Gateway], upstream: Upstream) -> Gateway:
+    return start_gateway(upstream.url)
+
+
+def data_of(result: dict[str, Any]) -> Any:
+    assert "errors" not in result, result
+    return result["data"]
+
+
+class FaultyUpstream:
+    """A real HTTP server whose /v1/snapshots answers whatever a test tells it to."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.body: bytes = b"[]"
+        self.headers: dict[str, str] = {"content-type": "application/json"}
+        self.delay = 0.0
+        self.received: list[dict[str, str]] = []
+        self.url = ""
+
+    def respond(self, status: int, body: bytes | str, delay: float = 0.0, **headers: str) -> None:
+        self.status = status
+        self.body = body.encode() if isinstance(body, str) else body
+        self.delay = delay
+        self.headers = {"content-type": "application/json", **headers}
+
+    def app(self) -> Any:
+        import asyncio
+
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        async def snapshots(request: Request) -> Response:
+            self.received.append(dict(request.headers))
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return Response(self.body, status_code=self.status, headers=self.headers)
+
+        return Starlette(routes=[Route("/v1/snapshots", snapshots)])
+
+
+@pytest.fixture
+def faulty(servers: ExitStack) -> FaultyUpstream:
+    upstream = FaultyUpstream()
+    upstream.url = servers.enter_context(serve_in_thread(upstream.app()))
+    return upstream
