@@ -61,10 +61,14 @@ class Gateway:
         self.app = app
         self.http = httpx.Client(base_url=url, timeout=30)
 
-    def post(self, query: str, headers: dict[str, str] | None = None, **body: Any) -> httpx.Response:
+    def post(
+        self, query: str, headers: dict[str, str] | None = None, **body: Any
+    ) -> httpx.Response:
         return self.http.post("/graphql", json={"query": query, **body}, headers=headers or {})
 
-    def query(self, query: str, headers: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
+    def query(
+        self, query: str, headers: dict[str, str] | None = None, **body: Any
+    ) -> dict[str, Any]:
         response = self.post(query, headers, **body)
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()

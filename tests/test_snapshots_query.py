@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import ALICE_BEARER, ALICE_KEY, BOB_KEY, Gateway, Upstream, data_of
 
 ALL_FIELDS = """
@@ -58,11 +57,16 @@ def test_a_failed_snapshot_carries_its_last_error(gateway: Gateway) -> None:
     assert failed["createdAt"] == "2026-11-21T10:00:00+01:00"
 
 
-def test_no_type_lists_own_and_public_system_snapshots(gateway: Gateway, upstream: Upstream) -> None:
+def test_no_type_lists_own_and_public_system_snapshots(
+    gateway: Gateway, upstream: Upstream
+) -> None:
     ids = set(snapshots_by_id(gateway, ALICE_KEY))
     assert ids == {
-        "snap-alice-dev", "snap-alice-failed", "snap-alice-legacy",
-        "sys-ubuntu-24.04", "sys-python-3.12",
+        "snap-alice-dev",
+        "snap-alice-failed",
+        "snap-alice-legacy",
+        "sys-ubuntu-24.04",
+        "sys-python-3.12",
     }
     assert upstream.requests[-1].query == {}
 
@@ -98,8 +102,12 @@ def test_each_credential_kind_is_forwarded_as_sent(
 
 
 def test_only_credentials_reach_the_upstream(gateway: Gateway, upstream: Upstream) -> None:
-    headers = {**ALICE_KEY, "Cookie": "session=secret", "X-Forwarded-For": "10.0.0.1",
-               "X-Request-ID": "trace-123"}
+    headers = {
+        **ALICE_KEY,
+        "Cookie": "session=secret",
+        "X-Forwarded-For": "10.0.0.1",
+        "X-Request-ID": "trace-123",
+    }
     gateway.query("{ snapshots { id } }", headers)
     received = upstream.requests[-1].headers
     assert "cookie" not in received and "x-forwarded-for" not in received
@@ -118,7 +126,9 @@ def test_snapshot_by_id_returns_one_the_caller_can_see(gateway: Gateway) -> None
 
 
 @pytest.mark.parametrize("snapshot_id", ["snap-bob-db", "sys-internal-builder", "nope"])
-def test_snapshot_by_id_is_null_when_the_caller_cannot_see_it(gateway: Gateway, snapshot_id: str) -> None:
+def test_snapshot_by_id_is_null_when_the_caller_cannot_see_it(
+    gateway: Gateway, snapshot_id: str
+) -> None:
     data = data_of(gateway.query(f'{{ snapshot(id: "{snapshot_id}") {{ id }} }}', ALICE_KEY))
     assert data["snapshot"] is None
 
@@ -141,7 +151,9 @@ def test_missing_credentials_are_refused_without_asking_upstream(
     assert upstream.requests == []
 
 
-def test_wrong_credentials_are_unauthenticated_by_the_upstream(gateway: Gateway, upstream: Upstream) -> None:
+def test_wrong_credentials_are_unauthenticated_by_the_upstream(
+    gateway: Gateway, upstream: Upstream
+) -> None:
     result = gateway.query("{ snapshots { id } }", {"Authorization": "Bearer stolen-or-typo"})
     assert result["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
     assert "stolen-or-typo" not in str(result)

@@ -1,7 +1,7 @@
 """`create_app`: the gateway as an ASGI app; its lifespan owns the HTTP client and the cache.
 
-    app = create_app(Settings.from_environ(upstream_url="http://127.0.0.1:9000"))
-    uvicorn.run(app)
+app = create_app(Settings.from_environ(upstream_url="http://127.0.0.1:9000"))
+uvicorn.run(app)
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import strawberry
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -37,7 +38,7 @@ class Gateway:
     """Everything one running gateway shares between requests."""
 
     settings: Settings
-    schema: object
+    schema: strawberry.federation.Schema
     client: UpstreamClient
     store: Store
     cache: SnapshotCache
@@ -45,12 +46,12 @@ class Gateway:
     persisted_queries: PersistedQueries
 
 
-def create_app(
-    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
+def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """Build the gateway. `transport` replaces the upstream network (tests of faults only)."""
     if settings.upstream_url is None:
-        raise ConfigError("SNAPGRAPH_UPSTREAM_URL", "must be set (the snapshots service's URL)", None)
+        raise ConfigError(
+            "SNAPGRAPH_UPSTREAM_URL", "must be set (the snapshots service's URL)", None
+        )
     schema = build_schema(settings.federation_version)
     persisted_queries = _persisted_queries(settings)
 
@@ -97,7 +98,7 @@ def _persisted_queries(settings: Settings) -> PersistedQueries:
 
 def _start_gateway(
     settings: Settings,
-    schema: object,
+    schema: strawberry.federation.Schema,
     persisted_queries: PersistedQueries,
     transport: httpx.AsyncBaseTransport | None,
 ) -> Gateway:
@@ -143,5 +144,9 @@ async def _readyz(request: Request) -> Response:
     upstream_ok = await gateway.client.is_reachable()
     cache = await gateway.store.status()
     status = "ready" if cache != "degraded" else "degraded"
-    body = {"status": status if upstream_ok else "unavailable", "upstream": upstream_ok, "cache": cache}
+    body = {
+        "status": status if upstream_ok else "unavailable",
+        "upstream": upstream_ok,
+        "cache": cache,
+    }
     return JSONResponse(body, status_code=200 if upstream_ok else 503)

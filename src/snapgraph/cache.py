@@ -82,7 +82,9 @@ class CachedList:
             raw = orjson.loads(text)
             if raw["format"] != ENTRY_FORMAT or not isinstance(raw["items"], list):
                 return None
-            return cls(raw["items"], float(raw["fetched_at"]), raw["query"]["type"], raw["fetch_id"])
+            return cls(
+                raw["items"], float(raw["fetched_at"]), raw["query"]["type"], raw["fetch_id"]
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 

@@ -1,9 +1,9 @@
 """The `snapgraph` command: parsing only; the work happens in the modules it calls.
 
-    snapgraph serve [--port 8000] [--upstream-url URL] ...   the gateway
-    snapgraph upstream [--port 9000]                          the reference upstream alone
-    snapgraph schema [--check] [--output schema.graphql]      print (or check) the subgraph SDL
-    snapgraph register FILE.graphql ... --output safelist.json
+snapgraph serve [--port 8000] [--upstream-url URL] ...   the gateway
+snapgraph upstream [--port 9000]                          the reference upstream alone
+snapgraph schema [--check] [--output schema.graphql]      print (or check) the subgraph SDL
+snapgraph register FILE.graphql ... --output safelist.json
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from snapgraph.errors import ConfigError
 from snapgraph.settings import Settings, env_name
 
 DEMO_HINT = """\
-snapgraph: no SNAPGRAPH_UPSTREAM_URL set, so the reference upstream runs at {upstream} with demo data.
+snapgraph: SNAPGRAPH_UPSTREAM_URL is not set: demo data from the reference upstream at {upstream}
   GraphiQL:  {graphiql}
   Headers:   {{"X-API-Key": "{api_key}"}}   (or {{"Authorization": "Bearer {token}"}})
   curl:      curl -s {endpoint} -H 'Content-Type: application/json' -H 'X-API-Key: {api_key}' \\
@@ -76,8 +76,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + setting.name.replace("_", "-")
         help_text = f"{setting.metadata['help']} [{env_name(setting.name)}]"
         if str(setting.type) == "bool":
-            parser.add_argument(flag, dest=setting.name, action=argparse.BooleanOptionalAction,
-                                help=help_text)
+            parser.add_argument(
+                flag, dest=setting.name, action=argparse.BooleanOptionalAction, help=help_text
+            )
         else:
             parser.add_argument(flag, dest=setting.name, metavar="VALUE", help=help_text)
 
@@ -98,7 +99,9 @@ def _serve(args: argparse.Namespace) -> int:
     from snapgraph.app import create_app
 
     settings = settings_from(args, dict(os.environ))
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     with _upstream_for(settings) as settings:
         app = create_app(settings)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
@@ -145,8 +148,10 @@ def _schema(args: argparse.Namespace) -> int:
     sdl = subgraph_sdl(build_schema(args.federation_version))
     if args.check is not None:
         if args.check.read_text(encoding="utf-8") != sdl:
-            print(f"snapgraph: {args.check} differs from the schema; run `make schema`",
-                  file=sys.stderr)
+            print(
+                f"snapgraph: {args.check} differs from the schema; run `make schema`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if args.output is not None:

@@ -85,9 +85,7 @@ class Settings:
     )
 
     @classmethod
-    def from_environ(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read `SNAPGRAPH_*` from `environ` (default `os.environ`); `overrides` win."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}

@@ -18,8 +18,8 @@ SDL_QUERY = "{ _service { sdl } }"
 def build_schema(federation_version: str = "2.11") -> strawberry.federation.Schema:
     """The gateway's schema, a Federation subgraph of `federation_version`.
 
-        >>> build_schema("2.5").federation_version
-        (2, 5)
+    >>> build_schema("2.5").federation_version
+    (2, 5)
     """
     return strawberry.federation.Schema(
         query=Query,

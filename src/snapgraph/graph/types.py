@@ -78,9 +78,13 @@ class Snapshot:
     is_public: bool = strawberry.field(
         description="Whether every user can see it (false when the service omits it)."
     )
-    last_error: str | None = strawberry.field(description="Why the last operation failed, if it did.")
+    last_error: str | None = strawberry.field(
+        description="Why the last operation failed, if it did."
+    )
     created_at: datetime = strawberry.field(description="When the snapshot was created (ISO-8601).")
-    updated_at: datetime = strawberry.field(description="When the snapshot last changed (ISO-8601).")
+    updated_at: datetime = strawberry.field(
+        description="When the snapshot last changed (ISO-8601)."
+    )
 
     @classmethod
     def from_info(cls, info: SnapshotInfo) -> Snapshot:

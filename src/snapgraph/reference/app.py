@@ -10,7 +10,6 @@ Each request is recorded in `app.state.requests` (the tests count upstream calls
     uvicorn.run(create_reference_app(Dataset.demo()))
 """
 
-
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -135,11 +134,9 @@ def create_reference_app(dataset: Dataset | None = None) -> FastAPI:
     )
     async def list_snapshots(
         user: Annotated[str, Depends(authenticated_user)],
-        type: Annotated[str | None, Query(pattern="^(user|system)$")] = None,  # noqa: A002
+        type: Annotated[str | None, Query(pattern="^(user|system)$")] = None,
     ) -> Any:
-        sql = (
-            "SELECT body FROM snapshots WHERE (owner = ? OR (type = 'system' AND is_public = 1))"
-        )
+        sql = "SELECT body FROM snapshots WHERE (owner = ? OR (type = 'system' AND is_public = 1))"
         params: list[str] = [user]
         if type is not None:
             sql += " AND type = ?"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 ListType = Literal["user", "system"]
 
@@ -28,7 +28,9 @@ class Credentials:
 
     def __repr__(self) -> str:
         # Never print a credential, not even in a traceback or a debug log.
-        return f"Credentials(authorization={_mask(self.authorization)}, api_key={_mask(self.api_key)})"
+        return (
+            f"Credentials(authorization={_mask(self.authorization)}, api_key={_mask(self.api_key)})"
+        )
 
 
 def _mask(value: str | None) -> str:
@@ -37,11 +39,13 @@ def _mask(value: str | None) -> str:
 
 def _iso_datetime(value: object) -> datetime:
     if not isinstance(value, str):
-        raise ValueError("must be an ISO-8601 string")  # noqa: TRY004 (pydantic wants ValueError)
+        raise ValueError("must be an ISO-8601 string")
     return datetime.fromisoformat(value)
 
 
 IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+# GraphQL serves sizes as the 64-bit `Long`; a larger value is a contract breach, caught here.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class SnapshotInfo(BaseModel):
@@ -58,7 +62,7 @@ class SnapshotInfo(BaseModel):
     oci_image: str | None = None
     vcpu_count: int | None = None
     memory_mb: int | None = None
-    size_bytes: int = 0
+    size_bytes: Int64 = 0
     is_public: bool = False
     last_error: str | None = None
     created_at: IsoDateTime
@@ -87,9 +91,8 @@ def split_valid_items(items: list[Any]) -> tuple[list[SnapshotInfo], list[Broken
 
 
 def _item_id(item: object) -> str | None:
-    if isinstance(item, dict) and isinstance(item.get("id"), str):
-        return item["id"]
-    return None
+    item_id = item.get("id") if isinstance(item, dict) else None
+    return item_id if isinstance(item_id, str) else None
 
 
 def _failed_fields(exc: ValidationError) -> tuple[str, ...]:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from graphql import GraphQLError
-from graphql.language import OperationType
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.types.graphql import OperationType
 
 from snapgraph.errors import BadRequest, GatewayError
 from snapgraph.graph.context import Context, SnapshotSource
@@ -70,26 +70,45 @@ class GraphQLEndpoint:
         try:
             media_type = choose_media_type(request.headers.get("accept"))
         except NotAcceptable:
-            return _error_response(406, "Accept application/graphql-response+json or application/json.", JSON, request_id)
+            return _error_response(
+                406,
+                "Accept application/graphql-response+json or application/json.",
+                JSON,
+                request_id,
+            )
         try:
             graphql_request = await self._read(request)
             graphql_request = await self.gateway.persisted_queries.resolve(graphql_request)
             result = await self._execute(request, graphql_request, request_id)
         except UnsupportedMediaType:
-            return _error_response(415, "Send the request body as application/json (UTF-8).", media_type, request_id)
+            return _error_response(
+                415, "Send the request body as application/json (UTF-8).", media_type, request_id
+            )
         except InvalidOperationTypeError:
-            response = _error_response(405, "Only queries can be sent with GET; use POST.", media_type, request_id)
+            response = _error_response(
+                405, "Only queries can be sent with GET; use POST.", media_type, request_id
+            )
             response.headers["Allow"] = "GET, POST"
             return response
         except (BadRequest, MissingQueryError) as exc:
-            message = str(exc) if isinstance(exc, BadRequest) else "The request has no GraphQL document ('query')."
-            extensions = exc.extensions if isinstance(exc, GatewayError) else {"code": "BAD_REQUEST"}
+            message = (
+                str(exc)
+                if isinstance(exc, BadRequest)
+                else "The request has no GraphQL document ('query')."
+            )
+            extensions = (
+                exc.extensions if isinstance(exc, GatewayError) else {"code": "BAD_REQUEST"}
+            )
             return _error_response(400, message, media_type, request_id, extensions)
         except PersistedQueryError as exc:
-            return _error_response(exc.http_status, str(exc), media_type, request_id, exc.extensions)
+            return _error_response(
+                exc.http_status, str(exc), media_type, request_id, exc.extensions
+            )
         except CannotGetOperationTypeError as exc:
             status = 200 if media_type == JSON else 400
-            return _error_response(status, str(exc), media_type, request_id, {"code": "BAD_REQUEST"})
+            return _error_response(
+                status, str(exc), media_type, request_id, {"code": "BAD_REQUEST"}
+            )
         return _result_response(result, media_type, request_id)
 
     async def _read(self, request: Request) -> GraphQLRequest:

@@ -1,0 +1,49 @@
+# Two commands a newcomer needs: `make serve` and `make test`. Each installs what it needs:
+# Python packages into .venv, npm packages into js/node_modules (pinned by js/package-lock.json).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENDOR := src/snapgraph/web/static/vendor
+
+.PHONY: serve test check schema assets js bench clean
+
+serve: $(VENV)/.installed $(VENDOR)/.copied
+	$(BIN)/snapgraph serve
+
+test: $(VENV)/.installed $(VENDOR)/.copied
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+schema: $(VENV)/.installed
+	$(BIN)/snapgraph schema --output schema.graphql
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/cache_bench.py
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "snapgraph needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+js: js/node_modules/.installed
+
+js/node_modules/.installed: js/package.json js/package-lock.json
+	npm ci --prefix js --no-audit --no-fund --loglevel=error
+	touch $@
+
+assets: $(VENDOR)/.copied
+
+# The explorer's browser bundles, copied out of the pinned npm packages.
+$(VENDOR)/.copied: js/node_modules/.installed
+	mkdir -p $(VENDOR)
+	cp js/node_modules/react/umd/react.production.min.js $(VENDOR)/react.js
+	cp js/node_modules/react-dom/umd/react-dom.production.min.js $(VENDOR)/react-dom.js
+	cp js/node_modules/graphiql/graphiql.min.js $(VENDOR)/graphiql.js
+	cp js/node_modules/graphiql/graphiql.min.css $(VENDOR)/graphiql.css
+	touch $@
+
+clean:
+	rm -rf $(VENV) js/node_modules $(VENDOR) .pytest_cache .mypy_cache
