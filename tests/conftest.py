@@ -41,8 +41,8 @@ def servers() -> Iterator[ExitStack]:
 
 @pytest.fixture
 def start_upstream(servers: ExitStack) -> Callable[..., Upstream]:
-    def start(dataset: Dataset | None = None) -> Upstream:
-        app = create_reference_app(dataset)
+    def start(dataset: Dataset | None = None, latency: float = 0.0) -> Upstream:
+        app = create_reference_app(dataset, latency=latency)
         return Upstream(servers.enter_context(serve_in_thread(app)), app)
 
     return start
@@ -137,3 +137,44 @@ def faulty(servers: ExitStack) -> FaultyUpstream:
     upstream = FaultyUpstream()
     upstream.url = servers.enter_context(serve_in_thread(upstream.app()))
     return upstream
+
+
+def redis_or_skip() -> str:
+    """The test Redis URL; a clear skip (a failure under CI) when no Redis answers."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        message = f"Redis is not reachable at {REDIS_URL}: start redis-server (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A clean test database on the test Redis."""
+    import redis
+
+    url = redis_or_skip()
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture(scope="module")
+def generated_gateway() -> Iterator[Gateway]:
+    """A gateway over 50 generated users, shared by a module's examples (hypothesis)."""
+    with ExitStack() as stack:
+        upstream = create_reference_app(Dataset.generated(users=50))
+        upstream_url = stack.enter_context(serve_in_thread(upstream))
+        app = create_app(Settings.from_environ({}, upstream_url=upstream_url, cache_ttl=0.5))
+        gateway = Gateway(stack.enter_context(serve_in_thread(app)), app)
+        stack.callback(gateway.http.close)
+        yield gateway

@@ -10,6 +10,7 @@ Each request is recorded in `app.state.requests` (the tests count upstream calls
     uvicorn.run(create_reference_app(Dataset.demo()))
 """
 
+import asyncio
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -84,8 +85,12 @@ def open_database(dataset: Dataset) -> sqlite3.Connection:
     return db
 
 
-def create_reference_app(dataset: Dataset | None = None) -> FastAPI:
-    """The contract, implemented, over SQLite seeded with `dataset` (default: the demo)."""
+def create_reference_app(dataset: Dataset | None = None, *, latency: float = 0.0) -> FastAPI:
+    """The contract, implemented, over SQLite seeded with `dataset` (default: the demo).
+
+    `latency` delays every answer by that many seconds, like a real service far away
+    (the benchmarks and the coalescing tests use it).
+    """
     db = open_database(dataset or Dataset.demo())
     app = FastAPI(
         title="VM sandbox snapshots (snapgraph reference upstream)",
@@ -101,6 +106,8 @@ def create_reference_app(dataset: Dataset | None = None) -> FastAPI:
             request.url.path, dict(request.query_params), dict(request.headers)
         )
         app.state.requests.append(recorded)
+        if latency:
+            await asyncio.sleep(latency)
         return await call_next(request)
 
     def user_for(kind: str, secret: str) -> str | None:

@@ -1,0 +1,150 @@
+"""The cache's own guarantees: keys, entries, bounds, single flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from snapgraph.cache import CachedList, SnapshotCache, cache_key
+from snapgraph.cache_backends import MemoryStore
+from snapgraph.errors import UpstreamBadResponse, UpstreamUnavailable
+from snapgraph.upstream.models import Credentials
+
+SECRET = b"server-secret"
+
+
+def test_key_depends_on_every_seed_and_hides_them() -> None:
+    keys = {
+        cache_key(SECRET, Credentials(authorization="Bearer a"), None),
+        cache_key(SECRET, Credentials(authorization="Bearer b"), None),
+        cache_key(SECRET, Credentials(api_key="Bearer a"), None),
+        cache_key(SECRET, Credentials(authorization="Bearer a", api_key="k"), None),
+        cache_key(SECRET, Credentials(authorization="Bearer a"), "user"),
+        cache_key(SECRET, Credentials(authorization="Bearer a"), "system"),
+        cache_key(b"other-secret", Credentials(authorization="Bearer a"), None),
+    }
+    assert len(keys) == 7
+    assert not any("Bearer" in key or "a" == key for key in keys)
+
+
+def test_key_is_stable_for_the_same_caller_and_query() -> None:
+    one = cache_key(SECRET, Credentials(api_key="k1"), "user")
+    assert one == cache_key(SECRET, Credentials(api_key="k1"), "user")
+
+
+def test_credentials_never_print() -> None:
+    text = repr(Credentials(authorization="Bearer tok", api_key="key"))
+    assert "tok" not in text and "key'" not in text
+
+
+def test_entry_round_trips_and_garbage_is_a_miss() -> None:
+    entry = CachedList([{"id": "a", "size_bytes": 2**40}], 1000.5, "user", "f1")
+    assert CachedList.loads(entry.dumps()) == entry
+    assert CachedList.loads("not json") is None
+    assert CachedList.loads('{"format": 99}') is None
+
+
+def make_cache(store: MemoryStore | None = None, **kwargs: float) -> SnapshotCache:
+    options = {"ttl": 30.0, "stale_window": 300.0, "lease_seconds": 5.0, **kwargs}
+    return SnapshotCache(store or MemoryStore(100), **options)
+
+
+class CountingFetch:
+    def __init__(self, items: list | None = None, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.items = items if items is not None else [{"id": "a"}]
+        self.delay = delay
+        self.error: Exception | None = None
+
+    async def __call__(self) -> list:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return [dict(item) for item in self.items]
+
+
+async def test_concurrent_misses_of_one_key_fetch_once() -> None:
+    cache, fetch = make_cache(), CountingFetch(delay=0.05)
+    results = await asyncio.gather(*(cache.load("k", fetch, list_type=None) for _ in range(100)))
+    assert fetch.calls == 1
+    assert all(result.items == [{"id": "a"}] for result in results)
+
+
+async def test_different_keys_never_share_a_fetch() -> None:
+    cache = make_cache()
+    fetches = [CountingFetch([{"id": f"user-{n}"}], delay=0.05) for n in range(5)]
+    results = await asyncio.gather(
+        *(cache.load(f"k{n}", fetch, list_type=None) for n, fetch in enumerate(fetches))
+    )
+    assert [r.items for r in results] == [[{"id": f"user-{n}"}] for n in range(5)]
+    assert [f.calls for f in fetches] == [1] * 5
+
+
+async def test_a_cached_value_is_not_a_shared_mutable_object() -> None:
+    cache, fetch = make_cache(), CountingFetch()
+    first = await cache.load("k", fetch, list_type=None)
+    first.items[0]["id"] = "tampered"
+    first.items.append({"id": "injected"})
+    second = await cache.load("k", fetch, list_type=None)
+    assert second.items == [{"id": "a"}] and fetch.calls == 1
+
+
+async def test_a_caller_hanging_up_does_not_cancel_the_shared_fetch() -> None:
+    cache, fetch = make_cache(), CountingFetch(delay=0.1)
+    impatient = asyncio.ensure_future(cache.load("k", fetch, list_type=None))
+    patient = asyncio.ensure_future(cache.load("k", fetch, list_type=None))
+    await asyncio.sleep(0.02)
+    impatient.cancel()
+    assert (await patient).items == [{"id": "a"}]
+    assert fetch.calls == 1
+
+
+async def test_errors_are_not_cached() -> None:
+    cache, fetch = make_cache(), CountingFetch()
+    fetch.error = UpstreamBadResponse()
+    with pytest.raises(UpstreamBadResponse):
+        await cache.load("k", fetch, list_type=None)
+    fetch.error = None
+    assert (await cache.load("k", fetch, list_type=None)).items == [{"id": "a"}]
+    assert fetch.calls == 2
+
+
+async def test_ttl_zero_turns_caching_off() -> None:
+    store = MemoryStore(10)
+    cache, fetch = make_cache(store, ttl=0), CountingFetch()
+    await cache.load("k", fetch, list_type=None)
+    await cache.load("k", fetch, list_type=None)
+    assert fetch.calls == 2 and len(store) == 0
+
+
+async def test_stale_entry_is_served_only_within_the_window() -> None:
+    cache, fetch = make_cache(ttl=0.05, stale_window=0.2), CountingFetch()
+    await cache.load("k", fetch, list_type=None)
+    await asyncio.sleep(0.08)
+    fetch.error = UpstreamUnavailable()
+    stale = await cache.load("k", fetch, list_type=None)
+    assert stale.stale and stale.items == [{"id": "a"}]
+    await asyncio.sleep(0.25)
+    with pytest.raises(UpstreamUnavailable):
+        await cache.load("k", fetch, list_type=None)
+
+
+async def test_memory_store_stays_at_its_bound_under_100k_users() -> None:
+    store = MemoryStore(max_entries=1_000)
+    for n in range(100_000):
+        await store.set(f"user-{n}", "[]", ttl=60.0)
+    assert len(store) == 1_000
+    assert len(store.cache._handlers) == 1_000  # TTL timers of evicted entries are cancelled
+    assert await store.get("user-99999") == "[]"
+    assert await store.get("user-0") is None
+
+
+async def test_memory_store_evicts_the_least_recently_used() -> None:
+    store = MemoryStore(max_entries=2)
+    await store.set("a", "1", ttl=60.0)
+    await store.set("b", "2", ttl=60.0)
+    await store.get("a")
+    await store.set("c", "3", ttl=60.0)
+    assert [await store.get(k) for k in "abc"] == ["1", None, "3"]
