@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -18,6 +19,7 @@ from snapgraph.serving import serve_in_thread
 ALICE_KEY = {"X-API-Key": "demo-alice-key"}
 ALICE_BEARER = {"Authorization": "Bearer demo-alice-token"}
 BOB_KEY = {"X-API-Key": "demo-bob-key"}
+QUERY = "{ snapshots { id } }"
 REDIS_URL = os.environ.get("SNAPGRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -178,3 +180,19 @@ def generated_gateway() -> Iterator[Gateway]:
         gateway = Gateway(stack.enter_context(serve_in_thread(app)), app)
         stack.callback(gateway.http.close)
         yield gateway
+
+
+def ids(result: dict[str, Any]) -> set[str]:
+    return {item["id"] for item in data_of(result)["snapshots"]}
+
+
+async def run_concurrently(
+    url: str, requests: list[dict[str, str]], query: str = QUERY
+) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)
+    ) as http:
+        responses = await asyncio.gather(
+            *(http.post("/graphql", json={"query": query}, headers=headers) for headers in requests)
+        )
+    return [response.json() for response in responses]

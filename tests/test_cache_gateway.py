@@ -10,10 +10,18 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ALICE_KEY, BOB_KEY, FaultyUpstream, Gateway, Upstream, data_of
+from conftest import (
+    ALICE_KEY,
+    BOB_KEY,
+    QUERY,
+    FaultyUpstream,
+    Gateway,
+    Upstream,
+    ids,
+    run_concurrently,
+)
 from snapgraph.reference.data import SYSTEM_SNAPSHOTS, Dataset
 
-QUERY = "{ snapshots { id } }"
 PUBLIC_SYSTEM = {s.fields["id"] for s in SYSTEM_SNAPSHOTS if s.fields["is_public"]}
 ITEM = {
     "id": "s1",
@@ -22,10 +30,6 @@ ITEM = {
     "created_at": "2026-01-01T00:00:00Z",
     "updated_at": "2026-01-01T00:00:00Z",
 }
-
-
-def ids(result: dict) -> set[str]:
-    return {item["id"] for item in data_of(result)["snapshots"]}
 
 
 def test_a_repeated_query_costs_one_upstream_call(gateway: Gateway, upstream: Upstream) -> None:
@@ -98,18 +102,6 @@ def test_no_stale_entry_means_the_error_is_reported(faulty: FaultyUpstream, star
     faulty.respond(500, "boom")
     result = gateway.query(QUERY, ALICE_KEY)
     assert result["errors"][0]["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
-
-
-async def run_concurrently(
-    url: str, requests: list[dict[str, str]], query: str = QUERY
-) -> list[dict]:
-    async with httpx.AsyncClient(
-        base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)
-    ) as http:
-        responses = await asyncio.gather(
-            *(http.post("/graphql", json={"query": query}, headers=headers) for headers in requests)
-        )
-    return [response.json() for response in responses]
 
 
 def test_100_concurrent_identical_queries_make_one_upstream_call(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from conftest import ALICE_BEARER, ALICE_KEY, BOB_KEY, Gateway, Upstream, data_of
 
 ALL_FIELDS = """

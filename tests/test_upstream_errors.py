@@ -7,6 +7,7 @@ import socket
 
 import httpx
 import pytest
+
 from conftest import ALICE_KEY, FaultyUpstream, Gateway, Upstream
 
 SECRET_TOKEN = "Bearer super-secret-token-value"

@@ -144,8 +144,9 @@ class RedisStore:
         return "redis"
 
     async def close(self) -> None:
-        await self.cache.close()
         await self.redis.aclose()
+        # aiocache hands redis-py its own pool, which aclose() leaves open in redis-py >= 5.
+        await self.redis.connection_pool.disconnect()
 
 
 def _lease_key(key: str) -> str:

@@ -1,0 +1,201 @@
+"""The shared cache on a real Redis: across processes, with Redis failing and returning."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import redis
+
+from conftest import (
+    ALICE_BEARER,
+    ALICE_KEY,
+    BOB_KEY,
+    QUERY,
+    Upstream,
+    data_of,
+    ids,
+    run_concurrently,
+)
+
+pytestmark = pytest.mark.redis
+SECRET = "test-cache-secret"
+CREDENTIAL_TEXTS = ["demo-alice-key", "demo-alice-token", "demo-bob-key"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def gateway_process(upstream_url: str, cache_url: str, **settings: str) -> Iterator[str]:
+    """`snapgraph serve` in its own process, as a replica would run."""
+    port = free_port()
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items()]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snapgraph",
+            "serve",
+            f"--port={port}",
+            f"--upstream-url={upstream_url}",
+            f"--cache-url={cache_url}",
+            f"--cache-secret={SECRET}",
+            "--log-level=warning",
+            *flags,
+        ],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, (
+                    "gateway did not start"
+                )
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+def test_entries_are_shared_through_redis_with_ttls_and_no_credentials(
+    upstream: Upstream, start_gateway, redis_url: str
+) -> None:
+    one = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
+    two = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
+    for headers in (ALICE_KEY, ALICE_BEARER, BOB_KEY):
+        data_of(one.query(QUERY, headers))
+        data_of(two.query(QUERY, headers))
+    assert len(upstream.requests) == 3  # the second gateway found every entry in Redis
+
+    client = redis_client(redis_url)
+    keys = list(client.scan_iter("*"))
+    assert len(keys) == 3
+    for key in keys:
+        assert client.ttl(key) > 0, f"{key} has no expiry"
+        stored = key + client.get(key)
+        assert not any(text in stored for text in CREDENTIAL_TEXTS)
+        assert stored.count("snapshot_type") >= 1  # JSON, readable, no pickle
+    client.close()
+
+
+def test_100_concurrent_queries_across_two_processes_make_one_upstream_call(
+    start_upstream, redis_url: str
+) -> None:
+    upstream = start_upstream(latency=0.5)
+    with (
+        gateway_process(upstream.url, redis_url) as first,
+        gateway_process(upstream.url, redis_url) as second,
+    ):
+
+        async def both() -> list[dict]:
+            halves = await asyncio.gather(
+                run_concurrently(first, [ALICE_KEY] * 50),
+                run_concurrently(second, [ALICE_KEY] * 50),
+            )
+            return [*halves[0], *halves[1]]
+
+        results = asyncio.run(both())
+    assert all("snap-alice-dev" in ids(result) for result in results)
+    assert len(upstream.requests) == 1
+
+
+def test_a_lease_left_by_a_crashed_process_expires(
+    upstream: Upstream, start_gateway, redis_url: str
+) -> None:
+    from snapgraph.cache import cache_key
+    from snapgraph.cache_backends import NAMESPACE
+    from snapgraph.upstream.models import Credentials
+
+    key = cache_key(SECRET.encode(), Credentials(api_key="demo-alice-key"), None)
+    client = redis_client(redis_url)
+    client.set(f"{NAMESPACE}:lease:{key}", "crashed-holder", px=400)
+    gateway = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
+    started = time.monotonic()
+    assert "snap-alice-dev" in ids(gateway.query(QUERY, ALICE_KEY))
+    assert time.monotonic() - started >= 0.3  # it waited for the lease, then fetched itself
+    assert len(upstream.requests) == 1
+    client.close()
+
+
+def test_redis_down_still_serves_and_readyz_says_degraded(
+    upstream: Upstream, start_gateway
+) -> None:
+    gateway = start_gateway(
+        upstream.url, cache_url=f"redis://127.0.0.1:{free_port()}/0", cache_secret=SECRET
+    )
+    for _ in range(3):
+        assert "snap-alice-dev" in ids(gateway.query(QUERY, ALICE_KEY))
+    assert len(upstream.requests) == 1  # the in-process fallback cached it
+    ready = gateway.http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "degraded", "upstream": True, "cache": "degraded"}
+
+
+@contextmanager
+def redis_server(port: int) -> Iterator[subprocess.Popen]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    client.close()
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_gateway_rides_out_a_redis_restart_and_reconnects(
+    upstream: Upstream, start_gateway
+) -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with redis_server(port):
+        gateway = start_gateway(upstream.url, cache_url=url, cache_secret=SECRET)
+        data_of(gateway.query(QUERY, ALICE_KEY))
+        assert gateway.http.get("/readyz").json()["cache"] == "redis"
+    # Redis is gone: still served, from upstream and the in-process fallback.
+    assert "snap-bob-db" in ids(gateway.query(QUERY, BOB_KEY))
+    assert gateway.http.get("/readyz").json()["cache"] == "degraded"
+    with redis_server(port):
+        time.sleep(1.1)  # the fallback window passes
+        assert gateway.http.get("/readyz").json()["cache"] == "redis"
+        gateway.query(QUERY, {"Authorization": "Bearer demo-bob-token"})
+        client = redis.Redis(port=port)
+        assert len(list(client.scan_iter("snapgraph:list:*"))) == 1  # written to Redis again
+        client.close()
