@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -196,3 +198,18 @@ async def run_concurrently(
             *(http.post("/graphql", json={"query": query}, headers=headers) for headers in requests)
         )
     return [response.json() for response in responses]
+
+
+ROOT = Path(__file__).parent.parent
+JS = ROOT / "js"
+
+
+def node_or_skip() -> str:
+    """The node binary, with js/ installed; a clear skip (a failure under CI) otherwise."""
+    node = shutil.which("node")
+    if node is None or not (JS / "node_modules" / ".installed").exists():
+        message = "Node.js and js/node_modules are needed: run `make js` (make test does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return node
