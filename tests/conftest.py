@@ -213,3 +213,30 @@ def node_or_skip() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return node
+
+
+def chromium_or_skip() -> str:
+    """Debian's Chromium; a clear skip (a failure under CI) when it is not installed."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        message = "Chromium is needed for browser tests: apt-get install chromium (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium
+
+
+def run_node(script: str, *args: str) -> list[dict[str, Any]]:
+    """Run one of js/'s scripts; each line it prints is a JSON object."""
+    import json
+    import subprocess
+
+    completed = subprocess.run(
+        [node_or_skip(), str(JS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
@@ -15,13 +16,21 @@ from snapgraph.graph.types import LONG_SCALAR, Long, Snapshot
 SDL_QUERY = "{ _service { sdl } }"
 
 
+class GatewaySchema(strawberry.federation.Schema):
+    """Strawberry's federation schema, minus its logging of every error with a traceback:
+    an expired token is not an incident. `GatewayResponse` logs the unexpected ones."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        return None
+
+
 def build_schema(federation_version: str = "2.11") -> strawberry.federation.Schema:
     """The gateway's schema, a Federation subgraph of `federation_version`.
 
     >>> build_schema("2.5").federation_version
     (2, 5)
     """
-    return strawberry.federation.Schema(
+    return GatewaySchema(
         query=Query,
         types=[Snapshot],
         extensions=[

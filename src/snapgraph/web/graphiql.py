@@ -56,10 +56,31 @@ _PAGE = """<!doctype html>
   <script src="{react_dom}"></script>
   <script src="{graphiql}"></script>
   <script>
+    // GraphiQL 3 writes each history entry's headers to localStorage even with
+    // shouldPersistHeaders off; this storage drops them, so a pasted token stays in the tab.
+    const HISTORY_KEYS = ["graphiql:queries", "graphiql:favorites"];
+    function withoutHeaders(value) {{
+      try {{
+        const saved = JSON.parse(value);
+        for (const entry of saved.queries ?? []) delete entry.headers;
+        return JSON.stringify(saved);
+      }} catch {{
+        return value;
+      }}
+    }}
+    const storage = {{
+      getItem: (key) => localStorage.getItem(key),
+      setItem: (key, value) =>
+        localStorage.setItem(key, HISTORY_KEYS.includes(key) ? withoutHeaders(value) : value),
+      removeItem: (key) => localStorage.removeItem(key),
+      clear: () => localStorage.clear(),
+      get length() {{ return localStorage.length; }},
+    }};
     const fetcher = GraphiQL.createFetcher({{ url: window.location.pathname }});
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
       React.createElement(GraphiQL, {{
         fetcher,
+        storage,
         defaultQuery: {query},
         defaultHeaders: {headers},
         headerEditorEnabled: true,

@@ -1,0 +1,64 @@
+"""The GraphiQL explorer, in a real headless Chromium with the internet blocked."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Gateway, Upstream, chromium_or_skip, run_node
+from snapgraph.web import graphiql
+
+ARTIFACTS = ROOT / "artifacts"
+
+
+def test_explorer_runs_a_query_with_no_internet(gateway: Gateway, upstream: Upstream) -> None:
+    chromium_or_skip()
+    assert graphiql.assets_available(), "run `make assets` (make test does)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "explorer.png"
+    (report,) = run_node(
+        "explorer-check.mjs", gateway.url + "/graphql", "demo-alice-key", str(screenshot)
+    )
+
+    assert report["blocked"] == []  # every asset came from the gateway
+    assert "snapshots" in report["initialQuery"]
+    assert "X-API-Key" in report["headersHint"]
+    assert '"id": "snap-alice-dev"' in report["result"]
+    assert '"sizeBytes": 5368709123' in report["result"]
+    assert "demo-alice-key" not in report["storage"]  # the pasted key was not persisted
+    assert upstream.requests[-1].headers["x-api-key"] == "demo-alice-key"
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_explorer_page_references_only_local_assets(gateway: Gateway) -> None:
+    page = gateway.http.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "unpkg.com" not in page.text and "/graphiql/assets/graphiql.js" in page.text
+    asset = gateway.http.get("/graphiql/assets/graphiql.js")
+    assert asset.status_code == 200 and len(asset.content) > 100_000
+
+
+def test_without_assets_the_page_falls_back_to_the_cdn_and_warns_once(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    upstream: Upstream,
+    start_gateway,
+) -> None:
+    monkeypatch.setattr(graphiql, "VENDOR_DIR", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="snapgraph.graphiql"):
+        gateway = start_gateway(upstream.url)
+        page = gateway.http.get("/graphql", headers={"Accept": "text/html"}).text
+        gateway.http.get("/graphql", headers={"Accept": "text/html"})
+    assert "https://unpkg.com/graphiql@3.8.3/graphiql.min.js" in page
+    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
+    assert "make assets" in caplog.records[0].getMessage()
+
+
+def test_explorer_can_be_turned_off(upstream: Upstream, start_gateway) -> None:
+    gateway = start_gateway(upstream.url, graphiql=False)
+    response = gateway.http.get("/graphql", headers={"Accept": "text/html"})
+    assert "GraphiQL" not in response.text
+    assert response.status_code == 406
