@@ -1,0 +1,179 @@
+"""GraphQL over HTTP as browsers and frontend clients speak it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ALICE_KEY, QUERY, Gateway, Upstream, data_of, run_node
+from snapgraph.cli import main
+
+
+def test_the_graphql_over_http_audit_passes_every_must_and_should(gateway: Gateway) -> None:
+    results = run_node("http-audit.mjs", gateway.url + "/graphql")
+    assert len(results) > 50
+    failing = [r for r in results if r["status"] != "ok" and not r["name"].startswith("MAY")]
+    assert failing == []
+
+
+def test_graphql_response_json_uses_status_codes(gateway: Gateway) -> None:
+    accept = {"Accept": "application/graphql-response+json", **ALICE_KEY}
+    invalid = gateway.http.post("/graphql", json={"query": "{ nope }"}, headers=accept)
+    assert invalid.status_code == 400
+    assert invalid.headers["content-type"] == "application/graphql-response+json; charset=utf-8"
+    assert "data" not in invalid.json()
+    ok = gateway.http.post("/graphql", json={"query": QUERY}, headers=accept)
+    assert ok.status_code == 200 and "snap-alice-dev" in ok.text
+
+
+def test_legacy_json_answers_200_for_a_well_formed_request(gateway: Gateway) -> None:
+    invalid = gateway.http.post(
+        "/graphql", json={"query": "{ nope }"}, headers={"Accept": "application/json"}
+    )
+    assert invalid.status_code == 200 and invalid.json()["errors"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        ('{"query": "{ __typename }"}', "text/plain", 415),
+        ('{"query": "{ __typename }"}', "application/json; charset=latin-1", 415),
+        ("{not json", "application/json", 400),
+        ('["query"]', "application/json", 400),
+        ('{"query": 42}', "application/json", 400),
+        ('{"query": "{ __typename }", "variables": "x"}', "application/json", 400),
+        ("{}", "application/json", 400),
+    ],
+)
+def test_malformed_requests_get_a_clear_4xx(
+    gateway: Gateway, content: str, content_type: str, status: int
+) -> None:
+    response = gateway.http.post(
+        "/graphql", content=content, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == status
+    (error,) = response.json()["errors"]
+    assert error["message"] and "Traceback" not in response.text
+
+
+def test_get_runs_queries_but_never_mutations(gateway: Gateway) -> None:
+    ok = gateway.http.get("/graphql", params={"query": QUERY}, headers=ALICE_KEY)
+    assert ok.status_code == 200 and "snap-alice-dev" in ok.text
+    mutation = gateway.http.get("/graphql", params={"query": "mutation { x }"})
+    assert mutation.status_code == 405
+    assert "POST" in mutation.headers["allow"]
+
+
+def test_unacceptable_accept_header_gets_406(gateway: Gateway) -> None:
+    response = gateway.http.post("/graphql", json={"query": QUERY}, headers={"Accept": "text/csv"})
+    assert response.status_code == 406
+
+
+def test_answers_are_private_to_the_caller(gateway: Gateway) -> None:
+    response = gateway.post(QUERY, ALICE_KEY)
+    assert response.headers["cache-control"] == "private, no-store"
+    vary = {v.strip().lower() for v in response.headers["vary"].split(",")}
+    assert {"authorization", "x-api-key"} <= vary
+
+
+def sha256(document: str) -> str:
+    return hashlib.sha256(document.encode()).hexdigest()
+
+
+def apq_extensions(document: str) -> str:
+    return json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha256(document)}})
+
+
+def test_automatic_persisted_query_round_trip(gateway: Gateway, upstream: Upstream) -> None:
+    short = {"extensions": apq_extensions(QUERY)}
+    miss = gateway.http.get("/graphql", params=short, headers=ALICE_KEY)
+    assert miss.status_code == 200
+    assert miss.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    assert miss.json()["errors"][0]["message"] == "PersistedQueryNotFound"
+
+    register = gateway.post(QUERY, ALICE_KEY, extensions=json.loads(apq_extensions(QUERY)))
+    assert "snap-alice-dev" in register.text
+
+    hit = gateway.http.get("/graphql", params=short, headers=ALICE_KEY)
+    assert hit.status_code == 200
+    assert {s["id"] for s in data_of(hit.json())["snapshots"]} >= {"snap-alice-dev"}
+
+
+def test_a_persisted_query_whose_hash_does_not_match_is_refused(gateway: Gateway) -> None:
+    wrong = {"persistedQuery": {"version": 1, "sha256Hash": sha256("{ something else }")}}
+    response = gateway.post(QUERY, ALICE_KEY, extensions=wrong)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["message"] == "provided sha does not match query"
+    assert (
+        gateway.http.get("/graphql", params={"extensions": json.dumps(wrong)}).json()["errors"][0][
+            "extensions"
+        ]["code"]
+        == "PERSISTED_QUERY_NOT_FOUND"
+    )
+
+
+def test_safelist_mode_runs_only_registered_documents(
+    tmp_path: Path, upstream: Upstream, start_gateway
+) -> None:
+    document = tmp_path / "my-snapshots.graphql"
+    document.write_text(QUERY)
+    safelist = tmp_path / "safelist.json"
+    assert main(["register", str(document), "--output", str(safelist)]) == 0
+    gateway = start_gateway(upstream.url, safelist_file=str(safelist))
+
+    by_hash = gateway.http.get(
+        "/graphql", params={"extensions": apq_extensions(QUERY)}, headers=ALICE_KEY
+    )
+    assert "snap-alice-dev" in by_hash.text
+    assert "snap-alice-dev" in gateway.post(QUERY, ALICE_KEY).text
+    other = gateway.post("{ snapshots { id name } }", ALICE_KEY)
+    assert other.status_code == 400
+    assert other.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_ALLOWED"
+    assert len(upstream.requests) == 1
+
+
+PREFLIGHT = {
+    "Origin": "https://app.example",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, x-api-key, content-type",
+}
+
+
+def test_cors_preflight_allows_a_configured_origin_and_credential_headers(
+    upstream: Upstream, start_gateway
+) -> None:
+    gateway = start_gateway(upstream.url, cors_origins=("https://app.example",))
+    response = gateway.http.options("/graphql", headers=PREFLIGHT)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert response.headers["access-control-allow-credentials"] == "true"
+    allowed = {
+        h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")
+    }
+    assert {"authorization", "x-api-key", "content-type"} <= allowed
+
+    actual = gateway.http.post(
+        "/graphql", json={"query": QUERY}, headers={"Origin": "https://app.example", **ALICE_KEY}
+    )
+    assert actual.headers["access-control-allow-origin"] == "https://app.example"
+    assert "origin" in actual.headers["vary"].lower()
+
+
+def test_cors_never_reflects_an_unlisted_origin(upstream: Upstream, start_gateway) -> None:
+    gateway = start_gateway(upstream.url, cors_origins=("https://app.example",))
+    evil = {**PREFLIGHT, "Origin": "https://evil.example"}
+    response = gateway.http.options("/graphql", headers=evil)
+    assert response.status_code == 400
+    assert "access-control-allow-origin" not in response.headers
+    actual = gateway.http.post(
+        "/graphql", json={"query": QUERY}, headers={"Origin": "https://evil.example"}
+    )
+    assert "access-control-allow-origin" not in actual.headers
+
+
+def test_no_cors_origins_by_default(gateway: Gateway) -> None:
+    response = gateway.http.options("/graphql", headers=PREFLIGHT)
+    assert "access-control-allow-origin" not in response.headers
