@@ -7,7 +7,8 @@ VENDOR := src/snapgraph/web/static/vendor
 
 .PHONY: serve test check schema assets js bench clean
 
-serve: $(VENV)/.installed $(VENDOR)/.copied
+serve: $(VENV)/.installed
+	@$(MAKE) --no-print-directory assets || echo "snapgraph: npm unavailable; the explorer will load GraphiQL from a CDN"
 	$(BIN)/snapgraph serve
 
 test: $(VENV)/.installed $(VENDOR)/.copied
