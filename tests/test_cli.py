@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,47 @@ def test_a_bad_environment_variable_exits_2(monkeypatch: pytest.MonkeyPatch, cap
     monkeypatch.delenv("SNAPGRAPH_CACHE_SECRET", raising=False)
     assert main(["serve"]) == 2
     assert "SNAPGRAPH_CACHE_SECRET must be set" in capsys.readouterr().err
+
+
+def test_serve_without_an_upstream_runs_the_demo_end_to_end() -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snapgraph", "serve", f"--port={port}"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        hint = "".join(process.stderr.readline() for _ in range(5))
+        assert f"GraphiQL:  http://127.0.0.1:{port}/graphql" in hint
+        assert '"X-API-Key": "demo-alice-key"' in hint
+        url = f"http://127.0.0.1:{port}/graphql"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.post(
+                    url,
+                    headers={"X-API-Key": "demo-alice-key"},
+                    json={"query": "{ snapshots { id name sizeBytes } }"},
+                )
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert b'"sizeBytes":5368709123' in response.content
+        page = httpx.get(url, headers={"Accept": "text/html"})
+        assert "GraphiQL" in page.text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
