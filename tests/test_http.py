@@ -177,3 +177,17 @@ def test_cors_never_reflects_an_unlisted_origin(upstream: Upstream, start_gatewa
 def test_no_cors_origins_by_default(gateway: Gateway) -> None:
     response = gateway.http.options("/graphql", headers=PREFLIGHT)
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_an_oversized_body_is_refused(gateway: Gateway) -> None:
+    padding = "#" + "x" * (1 << 20) + "\n"
+    response = gateway.http.post("/graphql", json={"query": padding + QUERY})
+    assert response.status_code == 400
+    assert "larger than" in response.json()["errors"][0]["message"]
+
+
+def test_a_query_with_too_many_aliases_is_refused(gateway: Gateway, upstream: Upstream) -> None:
+    wide = "{ " + " ".join(f"a{n}: snapshots {{ id }}" for n in range(200)) + " }"
+    result = gateway.post(wide, ALICE_KEY).json()
+    assert "aliases" in result["errors"][0]["message"].lower()
+    assert upstream.requests == []

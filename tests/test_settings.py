@@ -54,3 +54,11 @@ def test_redis_cache_requires_a_secret_without_echoing_the_url() -> None:
         Settings.from_environ({"SNAPGRAPH_CACHE_URL": "redis://:hunter2@cache:6379/0"})
     assert caught.value.setting == "SNAPGRAPH_CACHE_SECRET"
     assert "hunter2" not in str(caught.value)
+
+
+def test_a_redis_url_with_a_non_numeric_database_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ(
+            {"SNAPGRAPH_CACHE_URL": "redis://cache/zero", "SNAPGRAPH_CACHE_SECRET": "s"}
+        )
+    assert caught.value.setting == "SNAPGRAPH_CACHE_URL"

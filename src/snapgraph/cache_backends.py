@@ -70,7 +70,21 @@ class _LRUMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
         return result
 
 
-class MemoryStore:
+class _AiocacheStore:
+    """Text values with a TTL in an aiocache cache (`self.cache`)."""
+
+    cache: Any
+
+    async def get(self, key: str) -> str | None:
+        value: str | None = await self.cache.get(key)
+        return value
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        # A float TTL: aiocache then uses milliseconds (PSETEX), so sub-second TTLs work.
+        await self.cache.set(key, value, ttl=float(ttl))
+
+
+class MemoryStore(_AiocacheStore):
     """In-process, bounded; its lease always succeeds (the in-process single flight suffices)."""
 
     def __init__(self, max_entries: int) -> None:
@@ -78,13 +92,6 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self.cache._cache)
-
-    async def get(self, key: str) -> str | None:
-        value: str | None = await self.cache.get(key)
-        return value
-
-    async def set(self, key: str, value: str, ttl: float) -> None:
-        await self.cache.set(key, value, ttl=float(ttl))
 
     async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
         return True
@@ -102,7 +109,7 @@ class MemoryStore:
         await self.cache.clear()
 
 
-class RedisStore:
+class RedisStore(_AiocacheStore):
     """Shared by every gateway process that points at the same Redis; every key has a TTL."""
 
     def __init__(self, url: str, *, op_timeout: float = 0.5) -> None:
@@ -116,17 +123,13 @@ class RedisStore:
             password=unquote(parts.password) if parts.password else None,
             ssl=parts.scheme == "rediss",
             create_connection_timeout=op_timeout,
-            connection_pool_kwargs={"socket_timeout": op_timeout},
+            connection_pool_kwargs={
+                "socket_timeout": op_timeout,
+                "username": unquote(parts.username) if parts.username else None,
+            },
             timeout=op_timeout,
         )
         self.redis = self.cache.client
-
-    async def get(self, key: str) -> str | None:
-        value: str | None = await self.cache.get(key)
-        return value
-
-    async def set(self, key: str, value: str, ttl: float) -> None:
-        await self.cache.set(key, value, ttl=float(ttl))
 
     async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
         acquired = await self.redis.set(_lease_key(key), token, nx=True, px=int(seconds * 1000))

@@ -166,7 +166,12 @@ def _is_http_url(value: str | None) -> bool:
 
 def _is_cache_url(value: str) -> bool:
     parts = urlsplit(value)
-    return value == "memory://" or (parts.scheme in ("redis", "rediss") and bool(parts.hostname))
+    database = parts.path.lstrip("/")
+    return value == "memory://" or (
+        parts.scheme in ("redis", "rediss")
+        and bool(parts.hostname)
+        and (database == "" or database.isdigit())
+    )
 
 
 def _is_origin(value: str) -> bool:
@@ -182,7 +187,11 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("upstream_connect_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_pool_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_max_connections", lambda v: v >= 1, "must be at least 1"),
-    ("cache_url", _is_cache_url, "must be memory:// or a redis:// or rediss:// URL"),
+    (
+        "cache_url",
+        _is_cache_url,
+        "must be memory:// or a redis:// or rediss:// URL (host, optional /db number)",
+    ),
     ("cache_ttl", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
     ("cache_stale_window", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
     ("cache_max_entries", lambda v: v >= 1, "must be at least 1"),

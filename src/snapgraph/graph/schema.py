@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from snapgraph.graph.extensions import GatewayResponse
@@ -14,6 +14,8 @@ from snapgraph.graph.resolvers import Query
 from snapgraph.graph.types import LONG_SCALAR, Long, Snapshot
 
 SDL_QUERY = "{ _service { sdl } }"
+MAX_ALIASES = 50
+MAX_TOKENS = 5_000
 
 
 class GatewaySchema(strawberry.federation.Schema):
@@ -38,6 +40,10 @@ def build_schema(federation_version: str = "2.11") -> strawberry.federation.Sche
             # Frontends send the same few documents over and over: parse/validate each once.
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
+            # The schema has no recursion, so depth is bounded; what is left to bound is width:
+            # thousands of aliases or tokens cost CPU without asking the upstream anything new.
+            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         ],
         federation_version=cast(Any, federation_version),
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),

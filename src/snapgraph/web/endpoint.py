@@ -33,6 +33,8 @@ from snapgraph.web.protocol import (
 if TYPE_CHECKING:
     from snapgraph.app import Gateway
 
+# A GraphQL document for this schema is a few hundred bytes; 1 MiB leaves room for variables.
+MAX_BODY_BYTES = 1 << 20
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Per-user data: no shared cache (CDN, proxy) may store one caller's answer for another.
 PRIVATE_HEADERS = {
@@ -115,7 +117,12 @@ class GraphQLEndpoint:
         if request.method == "GET":
             return parse_query_params(request.query_params)
         check_json_content_type(request.headers.get("content-type"))
-        return parse_post_body(await request.body())
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise BadRequest(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+        return parse_post_body(body)
 
     async def _execute(
         self, request: Request, graphql_request: GraphQLRequest, request_id: str
