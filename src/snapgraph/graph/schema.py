@@ -6,7 +6,13 @@ from typing import Any, cast
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
+from strawberry.extensions.max_aliases import create_validator
 from strawberry.schema.config import StrawberryConfig
 
 from snapgraph.graph.extensions import GatewayResponse
@@ -32,6 +38,7 @@ def build_schema(federation_version: str = "2.11") -> strawberry.federation.Sche
     >>> build_schema("2.5").federation_version
     (2, 5)
     """
+    alias_rules = [create_validator(MAX_ALIASES)]
     return GatewaySchema(
         query=Query,
         types=[Snapshot],
@@ -42,7 +49,9 @@ def build_schema(federation_version: str = "2.11") -> strawberry.federation.Sche
             lambda: ValidationCache(maxsize=256),
             # The schema has no recursion, so depth is bounded; what is left to bound is width:
             # thousands of aliases or tokens cost CPU without asking the upstream anything new.
-            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            # One rule class for the schema's life: MaxAliasesLimiter would build a new class per
+            # request, and ValidationCache, keyed on the rules, would then never hit.
+            lambda: AddValidationRules(alias_rules),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         ],
         federation_version=cast(Any, federation_version),
