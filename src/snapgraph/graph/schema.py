@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import strawberry
-from graphql import GraphQLError
+from graphql import ASTValidationRule, GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaxTokensLimiter,
@@ -38,7 +38,7 @@ def build_schema(federation_version: str = "2.11") -> strawberry.federation.Sche
     >>> build_schema("2.5").federation_version
     (2, 5)
     """
-    alias_rules = [create_validator(MAX_ALIASES)]
+    alias_rules: list[type[ASTValidationRule]] = [create_validator(MAX_ALIASES)]
     return GatewaySchema(
         query=Query,
         types=[Snapshot],
