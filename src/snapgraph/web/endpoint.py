@@ -15,7 +15,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.graphql import OperationType
 
-from snapgraph.errors import BadRequest, GatewayError
+from snapgraph.errors import BadRequest
 from snapgraph.graph.context import Context, SnapshotSource
 from snapgraph.upstream.models import Credentials
 from snapgraph.web.persisted_queries import PersistedQueryError
@@ -72,45 +72,14 @@ class GraphQLEndpoint:
         try:
             media_type = choose_media_type(request.headers.get("accept"))
         except NotAcceptable:
-            return _error_response(
-                406,
-                "Accept application/graphql-response+json or application/json.",
-                JSON,
-                request_id,
-            )
+            message = "Accept application/graphql-response+json or application/json."
+            return _error_response(406, message, JSON, request_id)
         try:
             graphql_request = await self._read(request)
             graphql_request = await self.gateway.persisted_queries.resolve(graphql_request)
             result = await self._execute(request, graphql_request, request_id)
-        except UnsupportedMediaType:
-            return _error_response(
-                415, "Send the request body as application/json (UTF-8).", media_type, request_id
-            )
-        except InvalidOperationTypeError:
-            response = _error_response(
-                405, "Only queries can be sent with GET; use POST.", media_type, request_id
-            )
-            response.headers["Allow"] = "GET, POST"
-            return response
-        except (BadRequest, MissingQueryError) as exc:
-            message = (
-                str(exc)
-                if isinstance(exc, BadRequest)
-                else "The request has no GraphQL document ('query')."
-            )
-            extensions = (
-                exc.extensions if isinstance(exc, GatewayError) else {"code": "BAD_REQUEST"}
-            )
-            return _error_response(400, message, media_type, request_id, extensions)
-        except PersistedQueryError as exc:
-            return _error_response(
-                exc.http_status, str(exc), media_type, request_id, exc.extensions
-            )
-        except CannotGetOperationTypeError as exc:
-            status = 200 if media_type == JSON else 400
-            return _error_response(
-                status, str(exc), media_type, request_id, {"code": "BAD_REQUEST"}
-            )
+        except _REQUEST_ERRORS as exc:
+            return _request_error_response(exc, media_type, request_id)
         return _result_response(result, media_type, request_id)
 
     async def _read(self, request: Request) -> GraphQLRequest:
@@ -144,6 +113,38 @@ class GraphQLEndpoint:
             operation_name=graphql_request.operation_name,
             allowed_operation_types=allowed,
         )
+
+
+_REQUEST_ERRORS = (
+    UnsupportedMediaType,
+    InvalidOperationTypeError,
+    BadRequest,
+    MissingQueryError,
+    PersistedQueryError,
+    CannotGetOperationTypeError,
+)
+
+
+def _request_error_response(exc: Exception, media_type: str, request_id: str) -> Response:
+    """A request that never reached execution: its HTTP status says why."""
+    if isinstance(exc, UnsupportedMediaType):
+        message = "Send the request body as application/json (UTF-8)."
+        return _error_response(415, message, media_type, request_id)
+    if isinstance(exc, InvalidOperationTypeError):
+        message = "Only queries can be sent with GET; use POST."
+        response = _error_response(405, message, media_type, request_id)
+        response.headers["Allow"] = "GET, POST"
+        return response
+    if isinstance(exc, PersistedQueryError):
+        return _error_response(exc.http_status, str(exc), media_type, request_id, exc.extensions)
+    if isinstance(exc, MissingQueryError):
+        exc = BadRequest("The request has no GraphQL document ('query').")
+    if isinstance(exc, CannotGetOperationTypeError):
+        # A document problem (e.g. an unknown operationName): legacy JSON clients get 200.
+        status = 200 if media_type == JSON else 400
+        return _error_response(status, str(exc), media_type, request_id)
+    assert isinstance(exc, BadRequest)
+    return _error_response(400, str(exc), media_type, request_id, exc.extensions)
 
 
 def _result_response(result: ExecutionResult, media_type: str, request_id: str) -> Response:
