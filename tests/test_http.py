@@ -191,3 +191,28 @@ def test_a_query_with_too_many_aliases_is_refused(gateway: Gateway, upstream: Up
     result = gateway.post(wide, ALICE_KEY).json()
     assert "aliases" in result["errors"][0]["message"].lower()
     assert upstream.requests == []
+
+
+TWO_OPERATIONS = (
+    "query Mine { snapshots(type: USER) { id } } query Public { snapshots(type: SYSTEM) { id } }"
+)
+
+
+def test_operation_name_picks_one_of_several_operations(gateway: Gateway) -> None:
+    result = gateway.query(TWO_OPERATIONS, ALICE_KEY, operationName="Public")
+    assert {s["id"] for s in data_of(result)["snapshots"]} == {
+        "sys-ubuntu-24.04",
+        "sys-python-3.12",
+    }
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"), [("application/json", 200), ("application/graphql-response+json", 400)]
+)
+def test_an_unknown_operation_name_is_a_request_error(
+    gateway: Gateway, accept: str, status: int
+) -> None:
+    body = {"query": TWO_OPERATIONS, "operationName": "Nope"}
+    response = gateway.http.post("/graphql", json=body, headers={"Accept": accept, **ALICE_KEY})
+    assert response.status_code == status
+    assert "Nope" in response.json()["errors"][0]["message"]
