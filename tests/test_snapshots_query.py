@@ -159,3 +159,13 @@ def test_wrong_credentials_are_unauthenticated_by_the_upstream(
     assert result["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
     assert "stolen-or-typo" not in str(result)
     assert len(upstream.requests) == 1
+
+
+def test_a_non_ascii_credential_is_forwarded_and_refused_by_the_upstream(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    response = gateway.http.post(
+        "/graphql", json={"query": "{ snapshots { id } }"}, headers={"X-API-Key": b"cl\xe9"}
+    )
+    assert response.json()["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
+    assert upstream.requests[-1].headers["x-api-key"] == "cl\xe9"

@@ -111,7 +111,7 @@ class UpstreamClient:
         return response.status_code < 500
 
     async def _send(
-        self, params: dict[str, str] | None, headers: dict[str, str], request_id: str
+        self, params: dict[str, str] | None, headers: dict[bytes, bytes], request_id: str
     ) -> httpx.Response:
         try:
             return await self._http.get(SNAPSHOTS_PATH, params=params, headers=headers)
@@ -123,12 +123,14 @@ class UpstreamClient:
             raise UpstreamUnavailable() from exc
 
 
-def _forwarded_headers(credentials: Credentials, request_id: str) -> dict[str, str]:
-    headers = {"X-Request-ID": request_id}
+def _forwarded_headers(credentials: Credentials, request_id: str) -> dict[bytes, bytes]:
+    # Forward the caller's bytes exactly (ASGI decodes headers as latin-1): httpx would refuse
+    # a non-ASCII str, and the upstream, not the gateway, decides what a valid credential is.
+    headers = {b"X-Request-ID": request_id.encode()}
     if credentials.authorization is not None:
-        headers["Authorization"] = credentials.authorization
+        headers[b"Authorization"] = credentials.authorization.encode("latin-1")
     if credentials.api_key is not None:
-        headers["X-API-Key"] = credentials.api_key
+        headers[b"X-API-Key"] = credentials.api_key.encode("latin-1")
     return headers
 
 
