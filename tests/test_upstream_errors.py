@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 
 import httpx
@@ -240,3 +241,17 @@ def test_an_unexpected_failure_is_masked_and_logged_with_the_request_id(
     assert "super-secret" not in response.text and "Traceback" not in response.text
     assert response.headers["x-request-id"] == "req-42"
     assert any("req-42" in record.getMessage() for record in caplog.records)
+
+
+def test_credentials_never_reach_the_logs_even_at_debug(
+    upstream: Upstream, start_gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = start_gateway(upstream.url)
+    with caplog.at_level(logging.DEBUG):
+        gateway.query("{ snapshots { id } }", {"Authorization": "Bearer demo-alice-token"})
+        gateway.query("{ snapshots { id } }", {"Authorization": SECRET_TOKEN})
+        gateway.query("{ snapshots { id } }", {"X-API-Key": "demo-bob-key"})
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "upstream GET /v1/snapshots -> 200" in logged
+    for secret in ("demo-alice-token", "super-secret-token-value", "demo-bob-key"):
+        assert secret not in logged
