@@ -255,3 +255,20 @@ def test_credentials_never_reach_the_logs_even_at_debug(
     assert "upstream GET /v1/snapshots -> 200" in logged
     for secret in ("demo-alice-token", "super-secret-token-value", "demo-bob-key"):
         assert secret not in logged
+
+
+async def test_a_body_over_the_size_cap_is_refused_before_it_is_held(upstream: Upstream) -> None:
+    from snapgraph.errors import UpstreamBadResponse
+    from snapgraph.upstream.client import UpstreamClient
+    from snapgraph.upstream.models import Credentials
+
+    client = UpstreamClient(upstream.url, timeout=httpx.Timeout(5.0), max_body_bytes=1_000)
+    try:
+        with pytest.raises(UpstreamBadResponse):
+            await client.list_snapshots(Credentials(api_key="demo-alice-key"), None, request_id="r")
+        bob = await client.list_snapshots(
+            Credentials(api_key="demo-bob-key"), "user", request_id="r"
+        )
+    finally:
+        await client.aclose()
+    assert [item["id"] for item in bob] == ["snap-bob-db"]

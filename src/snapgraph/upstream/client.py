@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
@@ -37,12 +38,23 @@ logger = logging.getLogger("snapgraph.upstream")
 
 SNAPSHOTS_PATH = "/v1/snapshots"
 USER_AGENT = f"snapgraph/{__version__}"
+# ~100k snapshots; a larger answer is a runaway upstream, not a list to hold in memory.
+MAX_BODY_BYTES = 64 << 20
 
 _STATUS_ERRORS: dict[int, type[UpstreamError]] = {
     401: UpstreamUnauthenticated,
     403: UpstreamForbidden,
     404: UpstreamNotFound,
 }
+
+
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    """What the upstream sent back, its body read in full (and capped)."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
 
 
 class _RefuseAllCookies(DefaultCookiePolicy):
@@ -66,7 +78,9 @@ class UpstreamClient:
         max_connections: int = 100,
         trust_env: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
+        self._max_body_bytes = max_body_bytes
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout,
@@ -90,17 +104,17 @@ class UpstreamClient:
         params = {"type": list_type} if list_type is not None else None
         headers = _forwarded_headers(credentials, request_id)
         started = time.perf_counter()
-        response = await self._send(params, headers, request_id)
+        answer = await self._send(params, headers, request_id)
         logger.info(
             "upstream GET %s -> %d in %.1f ms [request %s]",
             SNAPSHOTS_PATH,
-            response.status_code,
+            answer.status,
             (time.perf_counter() - started) * 1000,
             request_id,
         )
-        if response.status_code != 200:
-            raise error_from_response(response)
-        return _json_array(response.content)
+        if answer.status != 200:
+            raise error_from_response(answer)
+        return _json_array(answer.content)
 
     async def is_reachable(self) -> bool:
         """True when the upstream answers HTTP at all (401 without credentials counts)."""
@@ -112,15 +126,30 @@ class UpstreamClient:
 
     async def _send(
         self, params: dict[str, str] | None, headers: dict[bytes, bytes], request_id: str
-    ) -> httpx.Response:
+    ) -> UpstreamAnswer:
         try:
-            return await self._http.get(SNAPSHOTS_PATH, params=params, headers=headers)
-        except httpx.TimeoutException as exc:
-            logger.warning("upstream %s [request %s]", type(exc).__name__, request_id)
-            raise UpstreamUnavailable() from exc
+            request = self._http.build_request(
+                "GET", SNAPSHOTS_PATH, params=params, headers=headers
+            )
+            response = await self._http.send(request, stream=True)
+            try:
+                body = await self._read_capped(response)
+            finally:
+                await response.aclose()
+            return UpstreamAnswer(response.status_code, response.headers, body)
         except httpx.HTTPError as exc:
             logger.warning("upstream %s [request %s]", type(exc).__name__, request_id)
             raise UpstreamUnavailable() from exc
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        """The body, refusing one larger than `max_body_bytes` before it fills our memory."""
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                raise UpstreamBadResponse()
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def _forwarded_headers(credentials: Credentials, request_id: str) -> dict[bytes, bytes]:
@@ -134,15 +163,15 @@ def _forwarded_headers(credentials: Credentials, request_id: str) -> dict[bytes,
     return headers
 
 
-def error_from_response(response: httpx.Response) -> UpstreamError:
+def error_from_response(answer: UpstreamAnswer) -> UpstreamError:
     """Map a non-200 answer to the error the GraphQL caller sees (never echoing the body)."""
-    status = response.status_code
+    status = answer.status
     if status in _STATUS_ERRORS:
         return _STATUS_ERRORS[status]()
     if status == 422:
-        return UpstreamRejectedInput(detail=_validation_detail(response.content))
+        return UpstreamRejectedInput(detail=_validation_detail(answer.content))
     if status == 429:
-        return UpstreamRateLimited(retryAfter=_retry_after_seconds(response.headers))
+        return UpstreamRateLimited(retryAfter=_retry_after_seconds(answer.headers))
     if status >= 500:
         return UpstreamUnavailable()
     return UpstreamBadResponse()
