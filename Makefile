@@ -20,7 +20,7 @@ schema: $(VENV)/.installed
 	$(BIN)/snapgraph schema --output schema.graphql
 
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/cache_bench.py
+	$(BIN)/python benchmarks/cache_bench.py --redis $${SNAPGRAPH_BENCH_REDIS_URL:-redis://127.0.0.1:6379/14}
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "snapgraph needs Python >= 3.11")'

@@ -1,11 +1,13 @@
 """Cache off versus cache on, in one run: upstream calls, throughput, latency.
 
     .venv/bin/python benchmarks/cache_bench.py [--requests 3000] [--users 20] [--concurrency 50]
+        [--redis redis://127.0.0.1:6379/14]
 
 The reference upstream runs in this process (so its calls can be counted) with a simulated
 network latency; each gateway runs as its own `snapgraph serve` process, first with
-SNAPGRAPH_CACHE_TTL=0 (the baseline), then with the default cache. Prints both rows and
-the ratios. Numbers are for comparison within one run on one machine, not absolutes.
+SNAPGRAPH_CACHE_TTL=0 (the baseline), then with the default in-process cache, then (with
+--redis) with the shared Redis cache. Prints the rows and their ratios to the baseline.
+Numbers are for comparison within one run on one machine, not absolutes.
 """
 
 from __future__ import annotations
@@ -104,28 +106,48 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--latency", type=float, default=0.02, help="upstream latency (s)")
+    parser.add_argument("--redis", help="also measure the shared cache on this Redis (flushed)")
     args = parser.parse_args()
 
     upstream = create_reference_app(Dataset.generated(users=args.users), latency=args.latency)
     with serve_in_thread(upstream) as upstream_url:
-        off = run("cache off (baseline)", upstream, upstream_url, args, SNAPGRAPH_CACHE_TTL="0")
-        on = run("cache on (ttl 30s)", upstream, upstream_url, args)
+        rows = [
+            run("cache off (baseline)", upstream, upstream_url, args, SNAPGRAPH_CACHE_TTL="0"),
+            run("memory cache", upstream, upstream_url, args),
+        ]
+        if args.redis:
+            import redis
+
+            redis.Redis.from_url(args.redis).flushdb()
+            rows.append(
+                run(
+                    "redis cache",
+                    upstream,
+                    upstream_url,
+                    args,
+                    SNAPGRAPH_CACHE_URL=args.redis,
+                    SNAPGRAPH_CACHE_SECRET="bench-secret",  # noqa: S106 (a throwaway bench key),
+                )
+            )
 
     print(
         f"{args.requests} requests, {args.users} users, concurrency {args.concurrency}, "
         f"upstream latency {args.latency * 1000:.0f} ms"
     )
     print(f"{'':22} {'upstream calls':>15} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for row in (off, on):
+    for row in rows:
         print(
             f"{row['label']:22} {row['upstream_calls']:>15} {row['throughput']:>9.0f} "
             f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f}"
         )
-    print(
-        f"ratio on/off: upstream calls x{on['upstream_calls'] / off['upstream_calls']:.4f}, "
-        f"throughput x{on['throughput'] / off['throughput']:.2f}, "
-        f"p50 latency x{on['p50_ms'] / off['p50_ms']:.2f}"
-    )
+    off = rows[0]
+    for row in rows[1:]:
+        print(
+            f"{row['label']} / baseline: "
+            f"upstream calls x{row['upstream_calls'] / off['upstream_calls']:.4f}, "
+            f"throughput x{row['throughput'] / off['throughput']:.2f}, "
+            f"p50 latency x{row['p50_ms'] / off['p50_ms']:.2f}"
+        )
 
 
 if __name__ == "__main__":
