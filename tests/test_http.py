@@ -216,3 +216,17 @@ def test_an_unknown_operation_name_is_a_request_error(
     response = gateway.http.post("/graphql", json=body, headers={"Accept": accept, **ALICE_KEY})
     assert response.status_code == status
     assert "Nope" in response.json()["errors"][0]["message"]
+
+
+def test_a_safelist_whose_hashes_do_not_match_is_refused_at_start(tmp_path: Path) -> None:
+    from snapgraph import Settings, create_app
+    from snapgraph.errors import ConfigError
+
+    safelist = tmp_path / "safelist.json"
+    safelist.write_text(json.dumps({sha256("{ a }"): "{ b }"}))
+    settings = Settings.from_environ(
+        {}, upstream_url="http://127.0.0.1:9", safelist_file=str(safelist)
+    )
+    with pytest.raises(ConfigError) as caught:
+        create_app(settings)
+    assert caught.value.setting == "SNAPGRAPH_SAFELIST_FILE"

@@ -4,7 +4,14 @@
     ├── ConfigError                  a setting cannot work (CLI: one line, exit 2)
     └── GatewayError                 reaches the GraphQL caller with `extensions.code`
         ├── NotAuthenticated         UNAUTHENTICATED: no credentials sent to the gateway
-        ├── BadRequest               BAD_REQUEST: an unusable GraphQL-over-HTTP request
+        ├── RequestError             the HTTP request cannot run; `http_status` says why
+        │   ├── BadRequest                400 BAD_REQUEST: malformed GraphQL-over-HTTP request
+        │   ├── NotAcceptable             406: `Accept` allows nothing we can answer with
+        │   ├── UnsupportedMediaType      415: a POST body that is not application/json (UTF-8)
+        │   ├── PersistedQueryNotFound    200 PERSISTED_QUERY_NOT_FOUND (APQ: send the document)
+        │   ├── PersistedQueryNotSupported 200 PERSISTED_QUERY_NOT_SUPPORTED
+        │   ├── PersistedQueryHashMismatch 400 BAD_REQUEST: the hash is not the document's
+        │   └── DocumentNotAllowed        400 PERSISTED_QUERY_NOT_ALLOWED (safelist mode)
         └── UpstreamError            the REST upstream failed us
             ├── UpstreamUnauthenticated   401 → UNAUTHENTICATED
             ├── UpstreamForbidden         403 → FORBIDDEN
@@ -56,9 +63,51 @@ class NotAuthenticated(GatewayError):
     message = "Send 'Authorization: Bearer <token>' or 'X-API-Key: <key>' to see snapshots."
 
 
-class BadRequest(GatewayError):
+class RequestError(GatewayError):
+    """A request refused before execution; the HTTP answer's status is `http_status`."""
+
+    http_status = 400
+
+
+class BadRequest(RequestError):
     code = "BAD_REQUEST"
     message = "The request is not a valid GraphQL-over-HTTP request."
+
+
+class NotAcceptable(RequestError):
+    code = "NOT_ACCEPTABLE"
+    message = "Accept application/graphql-response+json or application/json."
+    http_status = 406
+
+
+class UnsupportedMediaType(RequestError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    message = "Send the request body as application/json (UTF-8)."
+    http_status = 415
+
+
+class PersistedQueryNotFound(RequestError):
+    # APQ clients treat this as "send the full document", whatever the status; 200 is what
+    # Apollo's clients and servers use.
+    code = "PERSISTED_QUERY_NOT_FOUND"
+    message = "PersistedQueryNotFound"
+    http_status = 200
+
+
+class PersistedQueryNotSupported(RequestError):
+    code = "PERSISTED_QUERY_NOT_SUPPORTED"
+    message = "PersistedQueryNotSupported"
+    http_status = 200
+
+
+class PersistedQueryHashMismatch(RequestError):
+    code = "BAD_REQUEST"
+    message = "provided sha does not match query"
+
+
+class DocumentNotAllowed(RequestError):
+    code = "PERSISTED_QUERY_NOT_ALLOWED"
+    message = "Only registered documents may run on this gateway."
 
 
 class UpstreamError(GatewayError):

@@ -15,15 +15,12 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.graphql import OperationType
 
-from snapgraph.errors import BadRequest
+from snapgraph.errors import BadRequest, NotAcceptable, RequestError
 from snapgraph.graph.context import Context, SnapshotSource
 from snapgraph.upstream.models import Credentials
-from snapgraph.web.persisted_queries import PersistedQueryError
 from snapgraph.web.protocol import (
     JSON,
     GraphQLRequest,
-    NotAcceptable,
-    UnsupportedMediaType,
     check_json_content_type,
     choose_media_type,
     parse_post_body,
@@ -71,9 +68,8 @@ class GraphQLEndpoint:
         request_id = request_id_for(request)
         try:
             media_type = choose_media_type(request.headers.get("accept"))
-        except NotAcceptable:
-            message = "Accept application/graphql-response+json or application/json."
-            return _error_response(406, message, JSON, request_id)
+        except NotAcceptable as exc:
+            return _request_error_response(exc, JSON, request_id)
         try:
             graphql_request = await self._read(request)
             graphql_request = await self.gateway.persisted_queries.resolve(graphql_request)
@@ -116,35 +112,28 @@ class GraphQLEndpoint:
 
 
 _REQUEST_ERRORS = (
-    UnsupportedMediaType,
+    RequestError,
     InvalidOperationTypeError,
-    BadRequest,
     MissingQueryError,
-    PersistedQueryError,
     CannotGetOperationTypeError,
 )
 
 
 def _request_error_response(exc: Exception, media_type: str, request_id: str) -> Response:
     """A request that never reached execution: its HTTP status says why."""
-    if isinstance(exc, UnsupportedMediaType):
-        message = "Send the request body as application/json (UTF-8)."
-        return _error_response(415, message, media_type, request_id)
     if isinstance(exc, InvalidOperationTypeError):
         message = "Only queries can be sent with GET; use POST."
         response = _error_response(405, message, media_type, request_id)
         response.headers["Allow"] = "GET, POST"
         return response
-    if isinstance(exc, PersistedQueryError):
-        return _error_response(exc.http_status, str(exc), media_type, request_id, exc.extensions)
-    if isinstance(exc, MissingQueryError):
-        exc = BadRequest("The request has no GraphQL document ('query').")
     if isinstance(exc, CannotGetOperationTypeError):
         # A document problem (e.g. an unknown operationName): legacy JSON clients get 200.
         status = 200 if media_type == JSON else 400
         return _error_response(status, str(exc), media_type, request_id)
-    assert isinstance(exc, BadRequest)
-    return _error_response(400, str(exc), media_type, request_id, exc.extensions)
+    if isinstance(exc, MissingQueryError):
+        exc = BadRequest("The request has no GraphQL document ('query').")
+    assert isinstance(exc, RequestError)
+    return _error_response(exc.http_status, str(exc), media_type, request_id, exc.extensions)
 
 
 def _result_response(result: ExecutionResult, media_type: str, request_id: str) -> Response:

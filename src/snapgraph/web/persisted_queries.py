@@ -17,36 +17,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from snapgraph.errors import GatewayError
+from snapgraph.errors import (
+    DocumentNotAllowed,
+    PersistedQueryHashMismatch,
+    PersistedQueryNotFound,
+    PersistedQueryNotSupported,
+)
 from snapgraph.web.protocol import GraphQLRequest
-
-
-class PersistedQueryError(GatewayError):
-    """A persisted-query outcome the client must act on; `http_status` is the HTTP answer's."""
-
-    http_status = 200
-
-
-class PersistedQueryNotFound(PersistedQueryError):
-    code = "PERSISTED_QUERY_NOT_FOUND"
-    message = "PersistedQueryNotFound"
-
-
-class PersistedQueryNotSupported(PersistedQueryError):
-    code = "PERSISTED_QUERY_NOT_SUPPORTED"
-    message = "PersistedQueryNotSupported"
-
-
-class PersistedQueryHashMismatch(PersistedQueryError):
-    code = "BAD_REQUEST"
-    message = "provided sha does not match query"
-    http_status = 400
-
-
-class DocumentNotAllowed(PersistedQueryError):
-    code = "PERSISTED_QUERY_NOT_ALLOWED"
-    message = "Only registered documents may run on this gateway."
-    http_status = 400
 
 
 def document_hash(document: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from starlette.datastructures import QueryParams
 
-from snapgraph.errors import BadRequest
+from snapgraph.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -27,14 +27,6 @@ class GraphQLRequest:
     variables: dict[str, Any] | None
     operation_name: str | None
     extensions: dict[str, Any] | None
-
-
-class NotAcceptable(Exception):
-    """The caller's `Accept` allows no media type we can answer with."""
-
-
-class UnsupportedMediaType(Exception):
-    """A POST body that is not `application/json` in UTF-8."""
 
 
 def choose_media_type(accept: str | None) -> str:
