@@ -47,7 +47,7 @@ def test_entry_round_trips_and_garbage_is_a_miss() -> None:
 
 def make_cache(store: MemoryStore | None = None, **kwargs: float) -> SnapshotCache:
     options = {"ttl": 30.0, "stale_window": 300.0, "lease_seconds": 5.0, **kwargs}
-    return SnapshotCache(store or MemoryStore(100), **options)
+    return SnapshotCache(store if store is not None else MemoryStore(100), secret=SECRET, **options)
 
 
 class CountingFetch:
@@ -148,3 +148,18 @@ async def test_memory_store_evicts_the_least_recently_used() -> None:
     await store.get("a")
     await store.set("c", "3", ttl=60.0)
     assert [await store.get(k) for k in "abc"] == ["1", None, "3"]
+
+
+async def test_a_forged_or_swapped_entry_is_a_miss() -> None:
+    store = MemoryStore(10)
+    cache = make_cache(store)
+    alice, bob = CountingFetch([{"id": "alice-1"}]), CountingFetch([{"id": "bob-1"}])
+    await cache.load("alice", alice, list_type=None)
+    await cache.load("bob", bob, list_type=None)
+    # Someone with write access to the store, but not the secret:
+    await store.set("alice", (await store.get("bob")) or "", ttl=60.0)
+    forged = CachedList([{"id": "planted"}], 1e12, None, "x").dumps()
+    await store.set("bob", "0" * 64 + "." + forged, ttl=60.0)
+    assert (await cache.load("alice", alice, list_type=None)).items == [{"id": "alice-1"}]
+    assert (await cache.load("bob", bob, list_type=None)).items == [{"id": "bob-1"}]
+    assert (alice.calls, bob.calls) == (2, 2)

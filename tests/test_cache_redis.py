@@ -199,3 +199,25 @@ def test_gateway_rides_out_a_redis_restart_and_reconnects(
         client = redis.Redis(port=port)
         assert len(list(client.scan_iter("snapgraph:list:*"))) == 1  # written to Redis again
         client.close()
+
+
+def test_an_entry_copied_to_another_users_key_in_redis_is_ignored(
+    upstream: Upstream, start_gateway, redis_url: str
+) -> None:
+    from snapgraph.cache import cache_key
+    from snapgraph.cache_backends import NAMESPACE
+    from snapgraph.upstream.models import Credentials
+
+    gateway = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
+    gateway.query(QUERY, ALICE_KEY)
+    gateway.query(QUERY, BOB_KEY)
+
+    def key(api_key: str) -> str:
+        return f"{NAMESPACE}:" + cache_key(SECRET.encode(), Credentials(api_key=api_key), None)
+
+    client = redis_client(redis_url)
+    client.set(key("demo-alice-key"), client.get(key("demo-bob-key")), ex=60)
+    client.close()
+    alice = ids(gateway.query(QUERY, ALICE_KEY))
+    assert "snap-alice-dev" in alice and "snap-bob-db" not in alice
+    assert len(upstream.requests) == 3  # the swapped entry was a miss

@@ -115,15 +115,16 @@ def _start_gateway(
         transport=transport,
     )
     store = build_store(settings.cache_url, max_entries=settings.cache_max_entries)
+    # Without Redis the secret need not survive a restart: the memory cache does not either.
+    secret = (settings.cache_secret or secrets.token_hex(32)).encode()
     cache = SnapshotCache(
         store,
+        secret=secret,
         ttl=settings.cache_ttl,
         stale_window=settings.cache_stale_window,
         # A lease outlives the slowest upstream call it guards, so waiters rarely fetch twice.
         lease_seconds=settings.upstream_timeout + settings.upstream_connect_timeout + 1,
     )
-    # Without Redis the secret need not survive a restart: the memory cache does not either.
-    secret = (settings.cache_secret or secrets.token_hex(32)).encode()
     return Gateway(settings, schema, client, store, cache, secret, persisted_queries)
 
 

@@ -9,6 +9,7 @@ Guarantees, each pinned by tests:
 - Concurrent misses of one key make one upstream call: an in-process single flight, and
   across processes a Redis lease (`Store.acquire_lease`) that expires if its holder dies.
   Different keys never wait on each other.
+- Entries are signed with the secret and bound to their key; a forged or swapped one is a miss.
 - Only successful answers are stored. When the upstream is unavailable, an entry up to
   `stale_window` seconds past its TTL is served instead, flagged `stale`.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +31,8 @@ import orjson
 from snapgraph.cache_backends import Store
 from snapgraph.errors import UpstreamUnavailable
 from snapgraph.upstream.models import Credentials
+
+logger = logging.getLogger("snapgraph.cache")
 
 ENTRY_FORMAT = 1
 _POLL_SECONDS = 0.01
@@ -96,9 +100,16 @@ class SnapshotCache:
     """Serves upstream answers from a `Store`, fetching each missing key once."""
 
     def __init__(
-        self, store: Store, *, ttl: float, stale_window: float, lease_seconds: float
+        self,
+        store: Store,
+        *,
+        secret: bytes,
+        ttl: float,
+        stale_window: float,
+        lease_seconds: float,
     ) -> None:
         self.store = store
+        self._secret = secret
         self.ttl = ttl
         self.stale_window = stale_window
         self.lease_seconds = lease_seconds
@@ -128,8 +139,19 @@ class SnapshotCache:
             flight.exception()  # retrieved here, so no "never retrieved" warning if all left
 
     async def _read(self, key: str) -> CachedList | None:
-        text = await self.store.get(key)
-        return None if text is None else CachedList.loads(text)
+        stored = await self.store.get(key)
+        if stored is None:
+            return None
+        signature, _, text = stored.partition(".")
+        if not hmac.compare_digest(signature, self._sign(key, text)):
+            logger.warning("ignoring a cache entry whose signature does not match its key")
+            return None
+        return CachedList.loads(text)
+
+    def _sign(self, key: str, text: str) -> str:
+        """Binds a value to its key: whoever can write to a shared Redis but lacks the secret
+        cannot plant or swap entries, not even by copying one user's entry to another's key."""
+        return hmac.new(self._secret, f"{key}\n{text}".encode(), hashlib.sha256).hexdigest()
 
     async def _refresh(
         self, key: str, fetch: Fetch, list_type: str | None, previous: CachedList | None
@@ -170,7 +192,9 @@ class SnapshotCache:
                 return replace(previous, stale=True)
             raise
         entry = _new_entry(items, list_type)
-        await self.store.set(key, entry.dumps(), ttl=self.ttl + self.stale_window)
+        text = entry.dumps()
+        stored = f"{self._sign(key, text)}.{text}"
+        await self.store.set(key, stored, ttl=self.ttl + self.stale_window)
         return entry
 
 
