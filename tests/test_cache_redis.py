@@ -130,9 +130,9 @@ def test_a_lease_left_by_a_crashed_process_expires(
     from snapgraph.upstream.models import Credentials
 
     key = cache_key(SECRET.encode(), Credentials(api_key="demo-alice-key"), None)
+    gateway = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
     client = redis_client(redis_url)
     client.set(f"{NAMESPACE}:lease:{key}", "crashed-holder", px=400)
-    gateway = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
     started = time.monotonic()
     assert "snap-alice-dev" in ids(gateway.query(QUERY, ALICE_KEY))
     assert time.monotonic() - started >= 0.3  # it waited for the lease, then fetched itself

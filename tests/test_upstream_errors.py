@@ -128,7 +128,7 @@ def test_slow_upstream_times_out_as_unavailable(faulty: FaultyUpstream, start_ga
 def test_exhausted_pool_is_unavailable_not_a_hang(faulty: FaultyUpstream, start_gateway) -> None:
     import concurrent.futures
 
-    faulty.respond(200, "[]", delay=1.0)
+    faulty.respond(200, "[]", delay=2.0)
     gateway = start_gateway(
         faulty.url, upstream_max_connections=1, upstream_pool_timeout=0.1, cache_ttl=0
     )
