@@ -87,3 +87,35 @@ def test_serve_without_an_upstream_runs_the_demo_end_to_end() -> None:
         process.wait(timeout=10)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_the_reference_upstream_runs_alone() -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snapgraph", "upstream", f"--port={port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/v1/snapshots", headers={"X-API-Key": "demo-bob-key"}
+                )
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert response.status_code == 200
+        assert "snap-bob-db" in {item["id"] for item in response.json()}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
