@@ -24,6 +24,8 @@ from snapgraph.cache import SnapshotCache
 from snapgraph.cache_backends import Store, build_store
 from snapgraph.errors import ConfigError
 from snapgraph.graph.schema import build_schema
+from snapgraph.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from snapgraph.metrics import Metrics
 from snapgraph.settings import Settings
 from snapgraph.upstream.client import UpstreamClient
 from snapgraph.web import graphiql
@@ -44,6 +46,7 @@ class Gateway:
     cache: SnapshotCache
     secret: bytes
     persisted_queries: PersistedQueries
+    metrics: Metrics
 
 
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
@@ -72,6 +75,8 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     app.add_route("/graphql", _graphql, methods=["GET", "POST"])
     app.add_route("/healthz", _healthz, methods=["GET"])
     app.add_route("/readyz", _readyz, methods=["GET"])
+    if settings.metrics:
+        app.add_route("/metrics", _metrics, methods=["GET"])
     graphiql.mount(app, enabled=settings.graphiql)
     if settings.cors_origins:
         app.add_middleware(
@@ -103,6 +108,7 @@ def _start_gateway(
     transport: httpx.AsyncBaseTransport | None,
 ) -> Gateway:
     assert settings.upstream_url is not None
+    metrics = Metrics()
     client = UpstreamClient(
         settings.upstream_url,
         timeout=httpx.Timeout(
@@ -113,6 +119,7 @@ def _start_gateway(
         max_connections=settings.upstream_max_connections,
         trust_env=settings.upstream_trust_env,
         transport=transport,
+        metrics=metrics,
     )
     store = build_store(settings.cache_url, max_entries=settings.cache_max_entries)
     # Without Redis the secret need not survive a restart: the memory cache does not either.
@@ -124,8 +131,9 @@ def _start_gateway(
         stale_window=settings.cache_stale_window,
         # A lease outlives the slowest upstream call it guards, so waiters rarely fetch twice.
         lease_seconds=settings.upstream_timeout + settings.upstream_connect_timeout + 1,
+        metrics=metrics,
     )
-    return Gateway(settings, schema, client, store, cache, secret, persisted_queries)
+    return Gateway(settings, schema, client, store, cache, secret, persisted_queries, metrics)
 
 
 async def _graphql(request: Request) -> Response:
@@ -137,6 +145,11 @@ async def _graphql(request: Request) -> Response:
 
 async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+async def _metrics(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return Response(gateway.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
 async def _readyz(request: Request) -> Response:

@@ -73,6 +73,7 @@ class Settings:
     )
     federation_version: str = _setting("2.11", "Apollo Federation version of the subgraph SDL.")
     graphiql: bool = _setting(True, "Serve the GraphiQL explorer at GET /graphql.")
+    metrics: bool = _setting(True, "Serve Prometheus metrics at GET /metrics.")
     cors_origins: tuple[str, ...] = _setting(
         (), "Comma-separated origins allowed by CORS (exact match; none by default)."
     )

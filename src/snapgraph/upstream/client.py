@@ -32,6 +32,7 @@ from snapgraph.errors import (
     UpstreamUnauthenticated,
     UpstreamUnavailable,
 )
+from snapgraph.metrics import Metrics
 from snapgraph.upstream.models import Credentials, ListType
 
 logger = logging.getLogger("snapgraph.upstream")
@@ -79,8 +80,10 @@ class UpstreamClient:
         trust_env: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        metrics: Metrics | None = None,
     ) -> None:
         self._max_body_bytes = max_body_bytes
+        self._metrics = metrics or Metrics()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout,
@@ -105,11 +108,13 @@ class UpstreamClient:
         headers = _forwarded_headers(credentials, request_id)
         started = time.perf_counter()
         answer = await self._send(params, headers, request_id)
+        elapsed = time.perf_counter() - started
+        self._observe(str(answer.status), elapsed)
         logger.info(
             "upstream GET %s -> %d in %.1f ms [request %s]",
             SNAPSHOTS_PATH,
             answer.status,
-            (time.perf_counter() - started) * 1000,
+            elapsed * 1000,
             request_id,
         )
         if answer.status != 200:
@@ -127,6 +132,7 @@ class UpstreamClient:
     async def _send(
         self, params: dict[str, str] | None, headers: dict[bytes, bytes], request_id: str
     ) -> UpstreamAnswer:
+        started = time.perf_counter()
         try:
             request = self._http.build_request(
                 "GET", SNAPSHOTS_PATH, params=params, headers=headers
@@ -138,8 +144,17 @@ class UpstreamClient:
                 await response.aclose()
             return UpstreamAnswer(response.status_code, response.headers, body)
         except httpx.HTTPError as exc:
+            outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport_error"
+            self._observe(outcome, time.perf_counter() - started)
             logger.warning("upstream %s [request %s]", type(exc).__name__, request_id)
             raise UpstreamUnavailable() from exc
+        except UpstreamBadResponse:
+            self._observe("too_large", time.perf_counter() - started)
+            raise
+
+    def _observe(self, outcome: str, seconds: float) -> None:
+        self._metrics.upstream_requests.labels(outcome=outcome).inc()
+        self._metrics.upstream_seconds.observe(seconds)
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         """The body, refusing one larger than `max_body_bytes` before it fills our memory."""

@@ -65,6 +65,11 @@ class GraphQLEndpoint:
         self.gateway = gateway
 
     async def __call__(self, request: Request) -> Response:
+        response = await self._respond(request)
+        self.gateway.metrics.graphql_requests.labels(status=str(response.status_code)).inc()
+        return response
+
+    async def _respond(self, request: Request) -> Response:
         request_id = request_id_for(request)
         try:
             media_type = choose_media_type(request.headers.get("accept"))
