@@ -240,3 +240,11 @@ def run_node(script: str, *args: str) -> list[dict[str, Any]]:
     )
     assert completed.returncode == 0, completed.stderr
     return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+
+
+def sample(metrics: str, name: str) -> float:
+    """One sample's value from a Prometheus text exposition (0 when absent)."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0

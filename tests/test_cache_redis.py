@@ -25,6 +25,7 @@ from conftest import (
     data_of,
     ids,
     run_concurrently,
+    sample,
 )
 
 pytestmark = pytest.mark.redis
@@ -118,8 +119,16 @@ def test_100_concurrent_queries_across_two_processes_make_one_upstream_call(
             return [*halves[0], *halves[1]]
 
         results = asyncio.run(both())
+        metrics = [httpx.get(url + "/metrics").text for url in (first, second)]
     assert all("snap-alice-dev" in ids(result) for result in results)
     assert len(upstream.requests) == 1
+    assert (
+        sum(sample(text, 'snapgraph_upstream_requests_total{outcome="200"}') for text in metrics)
+        == 1
+    )
+    assert (
+        sum(sample(text, 'snapgraph_cache_lookups_total{result="shared"}') for text in metrics) == 1
+    )
 
 
 def test_a_lease_left_by_a_crashed_process_expires(

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import ALICE_KEY, QUERY, Gateway, Upstream, run_concurrently
-
-
-def sample(metrics: str, name: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
+from conftest import ALICE_KEY, QUERY, Gateway, Upstream, run_concurrently, sample
 
 
 def test_metrics_count_upstream_calls_and_cache_results(gateway: Gateway) -> None:
