@@ -111,7 +111,12 @@ class SnapshotCache:
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
-        self._lookups = (metrics or Metrics()).cache_lookups
+        lookups = (metrics or Metrics()).cache_lookups
+        # Bound once: labels() is a dict lookup under a lock, on every request otherwise.
+        self._counted = {
+            result: lookups.labels(result=result)
+            for result in ("hit", "miss", "coalesced", "shared", "stale")
+        }
         self._secret = secret
         self.ttl = ttl
         self.stale_window = stale_window
@@ -126,16 +131,16 @@ class SnapshotCache:
             return _new_entry(await fetch(), list_type)
         previous = await self._read(key)
         if previous is not None and previous.age < self.ttl and not refresh:
-            self._lookups.labels(result="hit").inc()
+            self._counted["hit"].inc()
             return previous
         flight = self._inflight.get(key)
         if flight is None:
-            self._lookups.labels(result="miss").inc()
+            self._counted["miss"].inc()
             flight = asyncio.ensure_future(self._refresh(key, fetch, list_type, previous))
             self._inflight[key] = flight
             flight.add_done_callback(lambda done: self._land(key, done))
         else:
-            self._lookups.labels(result="coalesced").inc()
+            self._counted["coalesced"].inc()
         # shield: one caller hanging up must not cancel the fetch the others wait for.
         return await asyncio.shield(flight)
 
@@ -173,7 +178,7 @@ class SnapshotCache:
                     await self.store.release_lease(key, token)
             landed = await self._wait_for_other_process(key, previous)
             if landed is not None:
-                self._lookups.labels(result="shared").inc()
+                self._counted["shared"].inc()
                 return landed
         # The lease kept changing hands without an entry landing: fetch without it.
         return await self._fetch_and_store(key, fetch, list_type, previous)
@@ -197,7 +202,7 @@ class SnapshotCache:
             items = await fetch()
         except UpstreamUnavailable:
             if previous is not None and previous.age < self.ttl + self.stale_window:
-                self._lookups.labels(result="stale").inc()
+                self._counted["stale"].inc()
                 return replace(previous, stale=True)
             raise
         entry = _new_entry(items, list_type)
