@@ -248,3 +248,26 @@ def sample(metrics: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server about to start, or a dead upstream)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def first_answer(send: Callable[[], httpx.Response], process: Any = None) -> httpx.Response:
+    """Call `send` until the server behind it, started a moment ago, answers."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return send()
+        except httpx.TransportError:
+            assert process is None or process.poll() is None, "the server process exited"
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from conftest import (
     QUERY,
     Upstream,
     data_of,
+    first_answer,
+    free_port,
     ids,
     run_concurrently,
     sample,
@@ -31,12 +32,6 @@ from conftest import (
 pytestmark = pytest.mark.redis
 SECRET = "test-cache-secret"
 CREDENTIAL_TEXTS = ["demo-alice-key", "demo-alice-token", "demo-bob-key"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -61,16 +56,7 @@ def gateway_process(upstream_url: str, cache_url: str, **settings: str) -> Itera
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, (
-                    "gateway did not start"
-                )
-                time.sleep(0.05)
+        first_answer(lambda: httpx.get(url + "/healthz", timeout=1), process)
         yield url
     finally:
         process.terminate()

@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from conftest import first_answer, free_port
 from snapgraph.cli import main
 
 ROOT = Path(__file__).parent.parent
@@ -46,14 +48,7 @@ def test_a_bad_environment_variable_exits_2(monkeypatch: pytest.MonkeyPatch, cap
 
 
 def test_serve_without_an_upstream_runs_the_demo_end_to_end() -> None:
-    import socket
-    import time
-
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "snapgraph", "serve", f"--port={port}"],
@@ -67,18 +62,10 @@ def test_serve_without_an_upstream_runs_the_demo_end_to_end() -> None:
         assert f"GraphiQL:  http://127.0.0.1:{port}/graphql" in hint
         assert '"X-API-Key": "demo-alice-key"' in hint
         url = f"http://127.0.0.1:{port}/graphql"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.post(
-                    url,
-                    headers={"X-API-Key": "demo-alice-key"},
-                    json={"query": "{ snapshots { id name sizeBytes } }"},
-                )
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        query = {"query": "{ snapshots { id name sizeBytes } }"}
+        response = first_answer(
+            lambda: httpx.post(url, headers={"X-API-Key": "demo-alice-key"}, json=query), process
+        )
         assert b'"sizeBytes":5368709123' in response.content
         page = httpx.get(url, headers={"Accept": "text/html"})
         assert "GraphiQL" in page.text
@@ -90,30 +77,17 @@ def test_serve_without_an_upstream_runs_the_demo_end_to_end() -> None:
 
 
 def test_the_reference_upstream_runs_alone() -> None:
-    import socket
-    import time
-
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "snapgraph", "upstream", f"--port={port}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(
-                    f"http://127.0.0.1:{port}/v1/snapshots", headers={"X-API-Key": "demo-bob-key"}
-                )
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/v1/snapshots"
+        response = first_answer(
+            lambda: httpx.get(url, headers={"X-API-Key": "demo-bob-key"}), process
+        )
         assert response.status_code == 200
         assert "snap-bob-db" in {item["id"] for item in response.json()}
     finally:

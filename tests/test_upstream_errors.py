@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 
 import httpx
 import pytest
 
-from conftest import ALICE_KEY, FaultyUpstream, Gateway, Upstream
+from conftest import ALICE_KEY, FaultyUpstream, Gateway, Upstream, free_port
 
 SECRET_TOKEN = "Bearer super-secret-token-value"
 
@@ -112,10 +111,7 @@ def test_non_json_or_non_list_body_is_a_bad_response(
 
 
 def test_upstream_down_is_unavailable(start_gateway) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    error = error_of(start_gateway(f"http://127.0.0.1:{port}"))
+    error = error_of(start_gateway(f"http://127.0.0.1:{free_port()}"))
     assert error["extensions"] == {"code": "UPSTREAM_UNAVAILABLE"}
 
 

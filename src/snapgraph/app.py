@@ -44,7 +44,6 @@ class Gateway:
     client: UpstreamClient
     store: Store
     cache: SnapshotCache
-    secret: bytes
     persisted_queries: PersistedQueries
     metrics: Metrics
 
@@ -133,7 +132,7 @@ def _start_gateway(
         lease_seconds=settings.upstream_timeout + settings.upstream_connect_timeout + 1,
         metrics=metrics,
     )
-    return Gateway(settings, schema, client, store, cache, secret, persisted_queries, metrics)
+    return Gateway(settings, schema, client, store, cache, persisted_queries, metrics)
 
 
 async def _graphql(request: Request) -> Response:

@@ -1,7 +1,7 @@
 """The per-user cache of upstream answers: its key, its entry format, and coalescing.
 
-    cache = SnapshotCache(store, ttl=30, stale_window=300, lease_seconds=6)
-    key = cache_key(secret, credentials, "user")
+    cache = SnapshotCache(store, secret=secret, ttl=30, stale_window=300, lease_seconds=6)
+    key = cache.key_for(credentials, "user")
     result = await cache.load(key, fetch=lambda: client.list_snapshots(...), list_type="user")
 
 Guarantees, each pinned by tests:
@@ -122,6 +122,10 @@ class SnapshotCache:
         self.stale_window = stale_window
         self.lease_seconds = lease_seconds
         self._inflight: dict[str, asyncio.Future[CachedList]] = {}
+
+    def key_for(self, credentials: Credentials, list_type: str | None) -> str:
+        """`cache_key` under this cache's secret (the one that also signs its entries)."""
+        return cache_key(self._secret, credentials, list_type)
 
     async def load(
         self, key: str, fetch: Fetch, *, list_type: str | None, refresh: bool = False

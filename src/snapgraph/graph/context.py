@@ -9,7 +9,7 @@ from typing import TypeAlias
 import strawberry
 from graphql import GraphQLError
 
-from snapgraph.cache import CachedList, SnapshotCache, cache_key
+from snapgraph.cache import CachedList, SnapshotCache
 from snapgraph.errors import NotAuthenticated, UpstreamBadResponse
 from snapgraph.graph.types import Snapshot
 from snapgraph.upstream.client import UpstreamClient
@@ -28,14 +28,12 @@ class SnapshotSource:
         *,
         client: UpstreamClient,
         cache: SnapshotCache,
-        secret: bytes,
         credentials: Credentials,
         request_id: str,
         refresh: bool = False,
     ) -> None:
         self._client = client
         self._cache = cache
-        self._secret = secret
         self._credentials = credentials
         self._request_id = request_id
         self._refresh = refresh
@@ -60,7 +58,7 @@ class SnapshotSource:
         if not self._credentials:
             raise NotAuthenticated()
         entry = await self._cache.load(
-            cache_key(self._secret, self._credentials, list_type),
+            self._cache.key_for(self._credentials, list_type),
             lambda: self._client.list_snapshots(
                 self._credentials, list_type, request_id=self._request_id
             ),

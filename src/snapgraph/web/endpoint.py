@@ -101,7 +101,6 @@ class GraphQLEndpoint:
         source = SnapshotSource(
             client=gateway.client,
             cache=gateway.cache,
-            secret=gateway.secret,
             credentials=credentials_of(request),
             request_id=request_id,
             refresh=wants_refresh(request),
