@@ -80,9 +80,42 @@ class Settings:
     apq_max_entries: int = _setting(
         10_000, "Most automatic persisted queries remembered (LRU). 0 turns APQ off."
     )
+    apq_max_bytes: int = _setting(
+        16 << 20,
+        "Most bytes of documents the APQ store holds in all (least recently used go first).",
+    )
+    apq_max_document_bytes: int = _setting(
+        32 << 10,
+        "Largest document APQ registers; a larger one still runs when sent in full.",
+    )
     safelist_file: str | None = _setting(
         None,
-        "JSON file of registered documents (snapgraph register). When set, only those run.",
+        "JSON file of registered documents (snapgraph register). When set, only those run; "
+        "documents match after normalization (whitespace, commas and comments do not count).",
+    )
+    safelist_allow_federation: bool = _setting(
+        False,
+        "With a safelist, also admit a federation router's own queries "
+        "(_service { sdl } and _entities), so the subgraph can be composed and queried.",
+    )
+    introspection: bool = _setting(
+        True, "Answer introspection (__schema, __type). Off: INTROSPECTION_DISABLED."
+    )
+    max_depth: int = _setting(
+        20, "Deepest selection nesting a document may have, introspection levels included."
+    )
+    max_aliases: int = _setting(50, "Most aliases a document may use, fragments expanded.")
+    max_selections: int = _setting(
+        2_000, "Most field selections a document may have once its fragments are expanded."
+    )
+    max_tokens: int = _setting(5_000, "Most lexical tokens a document may have.")
+    max_representations: int = _setting(
+        5_000, "Most _entities representations one federation request may send."
+    )
+    max_result_values: int = _setting(
+        300_000,
+        "Most leaf values one response may hold (list items times selected fields, summed "
+        "over every alias); a request over it gets MAX_RESULT_VALUES_LIMIT before any work.",
     )
 
     @classmethod
@@ -203,4 +236,12 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ),
     ("cors_origins", lambda v: all(map(_is_origin, v)), "must be origins like https://app.example"),
     ("apq_max_entries", lambda v: v >= 0, "must be 0 (off) or a positive number"),
+    ("apq_max_bytes", lambda v: v >= 0, "must be 0 or a number of bytes"),
+    ("apq_max_document_bytes", lambda v: v >= 0, "must be 0 or a number of bytes"),
+    ("max_depth", lambda v: v >= 1, "must be at least 1"),
+    ("max_aliases", lambda v: v >= 0, "must be 0 or more"),
+    ("max_selections", lambda v: v >= 1, "must be at least 1"),
+    ("max_tokens", lambda v: v >= 1, "must be at least 1"),
+    ("max_representations", lambda v: v >= 1, "must be at least 1"),
+    ("max_result_values", lambda v: v >= 1, "must be at least 1"),
 )
