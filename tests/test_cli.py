@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import first_answer, free_port
+from conftest import ALICE_KEY, FaultyUpstream, first_answer, free_port
 from snapgraph.cli import main
 
 ROOT = Path(__file__).parent.parent
@@ -93,3 +93,51 @@ def test_the_reference_upstream_runs_alone() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_an_upstream_url_with_a_password_exits_2_without_printing_it() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "snapgraph", "serve", "--upstream-url", "http://svc:hunter2@up"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_environ(),
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        "snapgraph: SNAPGRAPH_UPSTREAM_URL must not carry user:password@ "
+        "(callers send their own credentials) (got 'http://***@up')"
+    ]
+
+
+def test_upstream_headers_never_reach_the_logs_even_at_debug(
+    faulty: FaultyUpstream, tmp_path: Path
+) -> None:
+    faulty.respond(200, "[]", **{"set-cookie": "session=SECRETVALUE; Path=/", "x-trace": "TRACE"})
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "snapgraph", "serve", f"--port={port}", "--log-level=debug"],
+            stderr=stderr,
+            env={**clean_environ(), "SNAPGRAPH_UPSTREAM_URL": faulty.url},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/graphql"
+            response = first_answer(
+                lambda: httpx.post(url, headers=ALICE_KEY, json={"query": "{ snapshots { id } }"}),
+                process,
+            )
+            assert response.json() == {"data": {"snapshots": []}}
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    logged = log.read_text()
+    assert "DEBUG" in logged and "upstream GET /v1/snapshots -> 200" in logged
+    assert "SECRETVALUE" not in logged and "TRACE" not in logged
+    assert "HTTP Request:" not in logged  # httpx's own line would repeat ours
+
+
+def clean_environ() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}

@@ -1,16 +1,45 @@
 from __future__ import annotations
 
-from strawberry.extensions.parser_cache import _get_parse_cache
-from strawberry.extensions.validation_cache import _get_validate_cache
+import pytest
+from graphql import GraphQLSchema
 
-from snapgraph.graph.schema import build_schema
+import snapgraph.execution.document as document_module
+from snapgraph.execution.document import Documents
+from snapgraph.execution.limits import DocumentLimits
+from snapgraph.graph.schema import build_schema, graphql_schema
 
 
-def test_a_repeated_document_is_parsed_and_validated_once() -> None:
-    schema = build_schema()
-    document = "{ __typename repeatedDocumentProbe: __typename }"
-    schema.execute_sync(document)
-    validated, parsed = _get_validate_cache(256).cache_info(), _get_parse_cache(256).cache_info()
-    schema.execute_sync(document)
-    assert _get_validate_cache(256).cache_info().hits == validated.hits + 1
-    assert _get_parse_cache(256).cache_info().hits == parsed.hits + 1
+def test_strawberry_still_holds_the_graphql_core_schema_where_we_read_it() -> None:
+    schema = graphql_schema(build_schema())
+    assert isinstance(schema, GraphQLSchema)
+    assert schema.query_type is not None and "snapshots" in schema.query_type.fields
+
+
+def test_a_repeated_document_is_parsed_and_validated_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = {"parse": 0, "validate": 0}
+    real_parse, real_validate = document_module.parse, document_module.validate
+
+    def counted(name: str, real):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(document_module, "parse", counted("parse", real_parse))
+    monkeypatch.setattr(document_module, "validate", counted("validate", real_validate))
+    documents = Documents(graphql_schema(build_schema()), DocumentLimits(), max_tokens=5000)
+    for _ in range(3):
+        documents.validate(documents.prepare("{ __typename again: __typename }"))
+    assert calls == {"parse": 1, "validate": 1}
+
+
+def test_a_huge_document_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    documents = Documents(graphql_schema(build_schema()), DocumentLimits(), max_tokens=5000)
+    padding = "#" + "x" * document_module.CACHEABLE_BYTES + "\n"
+    first = documents.prepare(padding + "{ __typename }")
+    assert documents.prepare(padding + "{ __typename }") is not first
+    small = documents.prepare("{ __typename }")
+    assert documents.prepare("{ __typename }") is small

@@ -62,3 +62,56 @@ def test_a_redis_url_with_a_non_numeric_database_is_refused() -> None:
             {"SNAPGRAPH_CACHE_URL": "redis://cache/zero", "SNAPGRAPH_CACHE_SECRET": "s"}
         )
     assert caught.value.setting == "SNAPGRAPH_CACHE_URL"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://svc:hunter2@upstream.internal",
+        "https://hunter2@upstream.internal/api",  # a token as the user name
+        "http://svc:hunter2@upstream.internal?x=1",
+        "http://svc:h/unter2@upstream.internal",  # an unescaped / puts the "@" in the path
+        "http://svc:h#unter2@upstream.internal",
+        "http://svc:hunter2@[::1",  # not even a valid URL
+    ],
+)
+def test_an_upstream_url_with_credentials_is_refused_without_printing_them(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ({"SNAPGRAPH_UPSTREAM_URL": url})
+    message = str(caught.value)
+    assert message.startswith("SNAPGRAPH_UPSTREAM_URL must not carry user:password@")
+    assert "hunter2" not in message and "unter2" not in message
+    assert "\n" not in message
+
+
+def test_a_refused_upstream_url_is_shown_with_its_credentials_masked() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ({"SNAPGRAPH_UPSTREAM_URL": "http://svc:hunter2@upstream.internal"})
+    assert str(caught.value).endswith("(got 'http://***@upstream.internal')")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://upstream.internal/api?token=hunter2", "https://upstream.internal/#hunter2"]
+)
+def test_an_upstream_url_with_a_query_or_fragment_is_refused_masked(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ({"SNAPGRAPH_UPSTREAM_URL": url})
+    message = str(caught.value)
+    assert message.startswith("SNAPGRAPH_UPSTREAM_URL must not have a ?query or #fragment")
+    assert "hunter2" not in message and "***" in message
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://upstream.internal:99999", "http://upstream.internal:port"]
+)
+def test_an_unparseable_upstream_url_is_a_config_error_not_a_crash(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ({"SNAPGRAPH_UPSTREAM_URL": url})
+    assert str(caught.value).startswith("SNAPGRAPH_UPSTREAM_URL must be a valid http://")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://sandbox.example/api", "http://127.0.0.1:9000", "http://[::1]:9000/"]
+)
+def test_a_plain_upstream_url_is_accepted(url: str) -> None:
+    assert Settings.from_environ({"SNAPGRAPH_UPSTREAM_URL": url}).upstream_url == url

@@ -23,7 +23,10 @@ from snapgraph._version import __version__
 from snapgraph.cache import SnapshotCache
 from snapgraph.cache_backends import Store, build_store
 from snapgraph.errors import ConfigError
-from snapgraph.graph.schema import build_schema
+from snapgraph.execution.document import Documents
+from snapgraph.execution.executor import Executor
+from snapgraph.execution.limits import DocumentLimits
+from snapgraph.graph.schema import build_schema, graphql_schema
 from snapgraph.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from snapgraph.metrics import Metrics
 from snapgraph.settings import Settings
@@ -31,6 +34,7 @@ from snapgraph.upstream.client import UpstreamClient
 from snapgraph.web import graphiql
 from snapgraph.web.endpoint import GraphQLEndpoint
 from snapgraph.web.persisted_queries import PersistedQueries, load_safelist
+from snapgraph.web.request_id import RequestIdMiddleware
 
 logger = logging.getLogger("snapgraph")
 
@@ -46,6 +50,8 @@ class Gateway:
     cache: SnapshotCache
     persisted_queries: PersistedQueries
     metrics: Metrics
+    documents: Documents
+    executor: Executor
 
 
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
@@ -87,17 +93,35 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             expose_headers=["X-Request-ID"],
             max_age=600,
         )
+    # Outermost, so every answer (404s, probes, the explorer, CORS preflights) carries it.
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 
+def document_limits(settings: Settings) -> DocumentLimits:
+    return DocumentLimits(
+        max_depth=settings.max_depth,
+        max_aliases=settings.max_aliases,
+        max_selections=settings.max_selections,
+        introspection=settings.introspection,
+    )
+
+
 def _persisted_queries(settings: Settings) -> PersistedQueries:
-    if settings.safelist_file is None:
-        return PersistedQueries(settings.apq_max_entries)
-    try:
-        safelist = load_safelist(settings.safelist_file)
-    except (OSError, ValueError) as exc:
-        raise ConfigError("SNAPGRAPH_SAFELIST_FILE", f"cannot be read: {exc}", None) from exc
-    return PersistedQueries(settings.apq_max_entries, safelist)
+    safelist = None
+    if settings.safelist_file is not None:
+        try:
+            safelist = load_safelist(settings.safelist_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("SNAPGRAPH_SAFELIST_FILE", f"cannot be read: {exc}", None) from exc
+    return PersistedQueries(
+        settings.apq_max_entries,
+        max_bytes=settings.apq_max_bytes,
+        max_document_bytes=settings.apq_max_document_bytes,
+        safelist=safelist,
+        allow_federation=settings.safelist_allow_federation,
+        max_tokens=settings.max_tokens,
+    )
 
 
 def _start_gateway(
@@ -132,7 +156,13 @@ def _start_gateway(
         lease_seconds=settings.upstream_timeout + settings.upstream_connect_timeout + 1,
         metrics=metrics,
     )
-    return Gateway(settings, schema, client, store, cache, persisted_queries, metrics)
+    documents = Documents(
+        graphql_schema(schema), document_limits(settings), max_tokens=settings.max_tokens
+    )
+    executor = Executor(graphql_schema(schema))
+    return Gateway(
+        settings, schema, client, store, cache, persisted_queries, metrics, documents, executor
+    )
 
 
 async def _graphql(request: Request) -> Response:

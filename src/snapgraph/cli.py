@@ -102,6 +102,11 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    # Even at debug: httpcore's DEBUG records print the upstream's response headers (its
+    # Set-Cookie among them), and httpx's INFO line per request repeats our own
+    # "upstream GET" line, so both speak only from WARNING up.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
     with _upstream_for(settings) as settings:
         app = create_app(settings)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)

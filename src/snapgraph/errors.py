@@ -11,7 +11,19 @@
         │   ├── PersistedQueryNotFound    200 PERSISTED_QUERY_NOT_FOUND (APQ: send the document)
         │   ├── PersistedQueryNotSupported 200 PERSISTED_QUERY_NOT_SUPPORTED
         │   ├── PersistedQueryHashMismatch 400 BAD_REQUEST: the hash is not the document's
-        │   └── DocumentNotAllowed        400 PERSISTED_QUERY_NOT_ALLOWED (safelist mode)
+        │   ├── DocumentNotAllowed        400 PERSISTED_QUERY_NOT_ALLOWED (safelist mode)
+        │   ├── OperationNotAllowed       405 METHOD_NOT_ALLOWED: a mutation sent with GET
+        │   └── GraphQLRequestInvalid     the GraphQL request itself is wrong: 400 under
+        │       │                         application/graphql-response+json, 200 under
+        │       │                         application/json (GraphQL-over-HTTP); `errors` lists
+        │       │                         every problem, each with its own code
+        │       ├── DocumentParseFailed        GRAPHQL_PARSE_FAILED, MAX_TOKENS_LIMIT
+        │       ├── DocumentInvalid            GRAPHQL_VALIDATION_FAILED, MAX_*_LIMIT,
+        │       │                              INTROSPECTION_DISABLED
+        │       ├── OperationResolutionFailure OPERATION_RESOLUTION_FAILURE
+        │       └── VariablesInvalid           BAD_USER_INPUT: a variable is missing or wrong
+        ├── BadUserInput             BAD_USER_INPUT: a field's input is wrong (a representation)
+        ├── ResultTooLarge           MAX_RESULT_VALUES_LIMIT: the answer would be too large
         └── UpstreamError            the REST upstream failed us
             ├── UpstreamUnauthenticated   401 → UNAUTHENTICATED
             ├── UpstreamForbidden         403 → FORBIDDEN
@@ -21,6 +33,9 @@
             ├── UpstreamUnavailable       5xx, timeout, connection error, pool exhausted
             └── UpstreamBadResponse       non-JSON, unexpected status, contract breach
 
+Field-level errors (`NotAuthenticated`, `BadUserInput`, `ResultTooLarge`, `UpstreamError`) land
+at the field's path beside the data that could be served.
+
 Messages are written for the API's users: they never carry a credential, an upstream URL,
 an upstream body or a stack trace. Anything that is not a `GatewayError` is masked as
 INTERNAL_SERVER_ERROR by the schema (see `graph/schema.py`).
@@ -28,7 +43,10 @@ INTERNAL_SERVER_ERROR by the schema (see `graph/schema.py`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from graphql import GraphQLError
 
 _UNPRINTED_SETTINGS = frozenset({"SNAPGRAPH_CACHE_SECRET", "SNAPGRAPH_CACHE_URL"})
 
@@ -55,7 +73,9 @@ class GatewayError(SnapgraphError):
 
     def __init__(self, message: str | None = None, **extensions: Any) -> None:
         self.extensions: dict[str, Any] = {"code": self.code, **extensions}
-        super().__init__(message or self.message)
+        # graphql-core's located_error reads `.message` when there is one, not str(error).
+        self.message = message or type(self).message
+        super().__init__(self.message)
 
 
 class NotAuthenticated(GatewayError):
@@ -108,6 +128,59 @@ class PersistedQueryHashMismatch(RequestError):
 class DocumentNotAllowed(RequestError):
     code = "PERSISTED_QUERY_NOT_ALLOWED"
     message = "Only registered documents may run on this gateway."
+
+
+class OperationNotAllowed(RequestError):
+    code = "METHOD_NOT_ALLOWED"
+    message = "Only queries can be sent with GET; use POST."
+    http_status = 405
+
+
+class GraphQLRequestInvalid(RequestError):
+    """The GraphQL request cannot run; `errors` says every reason, each with its own code.
+
+    GraphQL-over-HTTP: a JSON client (`application/json`) gets these with HTTP 200, a
+    `application/graphql-response+json` client with 400.
+    """
+
+    legacy_http_status = 200
+
+    def __init__(self, errors: list[GraphQLError]) -> None:
+        self.errors = [_with_code(error, self.code) for error in errors]
+        super().__init__(self.errors[0].message if self.errors else None)
+
+
+def _with_code(error: GraphQLError, default_code: str) -> GraphQLError:
+    """Give a graphql-core error an `extensions.code` unless a rule already chose one."""
+    if not (error.extensions or {}).get("code"):
+        error.extensions = {**(error.extensions or {}), "code": default_code}
+    return error
+
+
+class DocumentParseFailed(GraphQLRequestInvalid):
+    code = "GRAPHQL_PARSE_FAILED"
+
+
+class DocumentInvalid(GraphQLRequestInvalid):
+    code = "GRAPHQL_VALIDATION_FAILED"
+
+
+class OperationResolutionFailure(GraphQLRequestInvalid):
+    code = "OPERATION_RESOLUTION_FAILURE"
+
+
+class VariablesInvalid(GraphQLRequestInvalid):
+    code = "BAD_USER_INPUT"
+
+
+class BadUserInput(GatewayError):
+    code = "BAD_USER_INPUT"
+    message = "The request's input is not valid."
+
+
+class ResultTooLarge(GatewayError):
+    code = "MAX_RESULT_VALUES_LIMIT"
+    message = "The answer would hold too many values; select fewer fields or aliases."
 
 
 class UpstreamError(GatewayError):

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from snapgraph.errors import ConfigError
 
@@ -137,6 +137,7 @@ class Settings:
         for name, check, problem in _CHECKS:
             if not check(getattr(self, name)):
                 raise ConfigError(env_name(name), problem, getattr(self, name))
+        _check_upstream_url(self.upstream_url)  # apart: its message masks a password
         if self.cache_url.startswith(("redis://", "rediss://")) and not self.cache_secret:
             raise ConfigError(
                 env_name("cache_secret"),
@@ -191,11 +192,53 @@ _KIND_NAMES = {
 }
 
 
-def _is_http_url(value: str | None) -> bool:
-    if value is None:
-        return True
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+def _check_upstream_url(url: str | None) -> None:
+    """Refuse an upstream URL that cannot work, never printing a secret it may carry."""
+    if url is None:
+        return
+    problem = _upstream_url_problem(url)
+    if problem is not None:
+        raise ConfigError(env_name("upstream_url"), problem, _without_secrets(url))
+
+
+def _upstream_url_problem(url: str) -> str | None:
+    if "@" in url:
+        # Credentials in the URL would be sent with every caller's request, whoever they are;
+        # the gateway forwards each caller's own Authorization / X-API-Key instead. Any "@"
+        # counts: a password with an unescaped / ? or # puts its "@" past the host.
+        return "must not carry user:password@ (callers send their own credentials)"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # read for its ValueError: a port out of range, or not a number
+    except ValueError:
+        return "must be a valid http:// or https:// URL"
+    if parts.query or parts.fragment:
+        # httpx appends /v1/snapshots after a query (`?k=1/v1/snapshots`) and sends a
+        # fragment as is: the URL would not reach the API the operator meant.
+        return "must not have a ?query or #fragment (only scheme, host, port and path)"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
+def _without_secrets(url: str) -> str | None:
+    """The URL as an error may print it: user, password, query and fragment masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None  # cannot tell its secrets from the rest: print nothing
+    _, at, host = parts.netloc.rpartition("@")
+    if url.count("@") != parts.netloc.count("@"):
+        return None  # an "@" past the host: a password with an unescaped / ? or #
+    return urlunsplit(
+        (
+            parts.scheme,
+            "***@" + host if at else host,
+            parts.path,
+            "***" if parts.query else "",
+            "***" if parts.fragment else "",
+        )
+    )
 
 
 def _is_cache_url(value: str) -> bool:
@@ -216,7 +259,6 @@ def _is_origin(value: str) -> bool:
 _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("port", lambda v: 0 <= v <= 65535, "must be a port number from 0 to 65535"),
     ("log_level", lambda v: v in LOG_LEVELS, "must be one of " + ", ".join(LOG_LEVELS)),
-    ("upstream_url", _is_http_url, "must be an http:// or https:// URL with a host"),
     ("upstream_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_connect_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_pool_timeout", lambda v: v > 0, "must be a number of seconds above 0"),

@@ -1,12 +1,14 @@
-"""Root fields: thin, they only ask the request's data source."""
+"""Root fields: thin; they ask the request's data source and answer with a `Reported` value."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import strawberry
+from strawberry.types.nodes import Selection
 
 from snapgraph.graph.context import Info
+from snapgraph.graph.reports import Reported
 from snapgraph.graph.types import Snapshot, SnapshotType
 
 UPSTREAM_TYPE = {SnapshotType.USER: "user", SnapshotType.SYSTEM: "system"}
@@ -16,7 +18,8 @@ UPSTREAM_TYPE = {SnapshotType.USER: "user", SnapshotType.SYSTEM: "system"}
 class Query:
     @strawberry.field(
         description="The caller's own snapshots plus public system snapshots; "
-        "`type` narrows the list to one kind."
+        "`type` narrows the list to one kind.",
+        graphql_type=list[Snapshot],
     )
     async def snapshots(
         self,
@@ -27,14 +30,41 @@ class Query:
                 description="USER: only the caller's own; SYSTEM: only public ones."
             ),
         ] = None,
-    ) -> list[Snapshot]:
-        return await info.context.snapshots.visible(info, UPSTREAM_TYPE[type] if type else None)
+    ) -> Reported[list[Snapshot]]:
+        answer = await info.context.snapshots.snapshots(UPSTREAM_TYPE[type] if type else None)
+        info.context.budget.charge(len(answer.items) * selected_leaves(info))
+        snapshots = [Snapshot.from_info(item) for item in answer.items]
+        return Reported(snapshots, answer.broken, answer.stale_age)
 
-    @strawberry.field(description="One snapshot the caller can see, or null when there is none.")
+    @strawberry.field(
+        description="One snapshot the caller can see, or null when there is none.",
+        graphql_type=Snapshot | None,
+    )
     async def snapshot(
         self,
         info: Info,
         id: Annotated[strawberry.ID, strawberry.argument(description="The snapshot's id.")],
-    ) -> Snapshot | None:
-        snapshots = await info.context.snapshots.visible(info, None)
-        return next((snapshot for snapshot in snapshots if snapshot.id == id), None)
+    ) -> Reported[Snapshot | None]:
+        answer = await info.context.snapshots.snapshots(None)
+        found = answer.find(id)
+        if found is not None:
+            return Reported(Snapshot.from_info(found), (), answer.stale_age)
+        # Not found: a broken item with this id, or with none, may be the one asked for.
+        return Reported(None, answer.broken_about(id), answer.stale_age)
+
+
+def selected_leaves(info: Info) -> int:
+    """The leaf selections one item of this field's answer costs: over every node of the field
+    (`a: snapshots { id } a: snapshots { name }` is one field), fragments expanded, each
+    selection counted as written (no merging, `@skip`/`@include` not evaluated): an upper bound
+    the compiled path computes the same way."""
+    leaves = sum(
+        _leaves(selection) for node in info.selected_fields for selection in node.selections
+    )
+    return max(1, leaves)
+
+
+def _leaves(selection: Selection) -> int:
+    if not selection.selections:
+        return 1
+    return sum(_leaves(child) for child in selection.selections)

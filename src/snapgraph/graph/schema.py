@@ -1,62 +1,59 @@
-"""The Federation 2 subgraph schema, and its printed SDL (`schema.graphql`)."""
+"""The Federation 2 subgraph schema, and its printed SDL (`schema.graphql`).
+
+Strawberry defines the schema; the gateway's executor (`execution/`) parses, checks and runs
+documents against it with graphql-core, so that limits, error codes and per-field reports
+are decided in one place.
+"""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 import strawberry
-from graphql import ASTValidationRule, GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
-from strawberry.extensions.max_aliases import create_validator
+from graphql import GraphQLError, GraphQLSchema
+from strawberry.federation.schema import FederationAny
 from strawberry.schema.config import StrawberryConfig
 
-from snapgraph.graph.extensions import GatewayResponse
+from snapgraph.graph.context import Info
+from snapgraph.graph.entities import resolve_entities
+from snapgraph.graph.reports import Reported
 from snapgraph.graph.resolvers import Query
 from snapgraph.graph.types import LONG_SCALAR, Long, Snapshot
 
 SDL_QUERY = "{ _service { sdl } }"
-MAX_ALIASES = 50
-MAX_TOKENS = 5_000
 
 
 class GatewaySchema(strawberry.federation.Schema):
-    """Strawberry's federation schema, minus its logging of every error with a traceback:
-    an expired token is not an incident. `GatewayResponse` logs the unexpected ones."""
+    """Strawberry's federation schema with our `_entities` (checked, capped, one lookup per
+    id), minus Strawberry's logging of every error: the executor logs the unexpected ones."""
+
+    async def entities_resolver(  # type: ignore[override]
+        self, info: Info, representations: list[FederationAny]
+    ) -> Reported[list[Any]]:
+        return await resolve_entities(info, list(representations))
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         return None
 
 
-def build_schema(federation_version: str = "2.11") -> strawberry.federation.Schema:
+def build_schema(federation_version: str = "2.11") -> GatewaySchema:
     """The gateway's schema, a Federation subgraph of `federation_version`.
 
     >>> build_schema("2.5").federation_version
     (2, 5)
     """
-    alias_rules: list[type[ASTValidationRule]] = [create_validator(MAX_ALIASES)]
     return GatewaySchema(
         query=Query,
         types=[Snapshot],
-        extensions=[
-            GatewayResponse,
-            # Frontends send the same few documents over and over: parse/validate each once.
-            lambda: ParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
-            # The schema has no recursion, so depth is bounded; what is left to bound is width:
-            # thousands of aliases or tokens cost CPU without asking the upstream anything new.
-            # One rule class for the schema's life: MaxAliasesLimiter would build a new class per
-            # request, and ValidationCache, keyed on the rules, would then never hit.
-            lambda: AddValidationRules(alias_rules),
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        ],
         federation_version=cast(Any, federation_version),
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
     )
+
+
+def graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:
+    """The graphql-core schema Strawberry built. Strawberry has no public accessor for it;
+    `_schema` has held it since 0.1 (tests/test_schema.py fails if that changes)."""
+    return schema._schema
 
 
 def subgraph_sdl(schema: strawberry.federation.Schema) -> str:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, NewType
+from typing import NewType
 
 import strawberry
 
 from snapgraph.upstream.models import SnapshotInfo
-
-if TYPE_CHECKING:
-    from snapgraph.graph.context import Info
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -104,9 +101,3 @@ class Snapshot:
             created_at=info.created_at,
             updated_at=info.updated_at,
         )
-
-    @classmethod
-    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Snapshot | None:
-        """Federation: one of the caller's snapshots by id; null when the caller cannot see it."""
-        snapshots = await info.context.snapshots.visible(info, None)
-        return next((snapshot for snapshot in snapshots if snapshot.id == id), None)

@@ -11,7 +11,10 @@ here, once, into the `UpstreamError` tree; callers never see httpx.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import sys
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -41,6 +44,20 @@ SNAPSHOTS_PATH = "/v1/snapshots"
 USER_AGENT = f"snapgraph/{__version__}"
 # ~100k snapshots; a larger answer is a runaway upstream, not a list to hold in memory.
 MAX_BODY_BYTES = 64 << 20
+# A day: the longest wait worth telling a caller. A larger Retry-After (a bug, or an upstream
+# that wants us gone) would make clients schedule a retry for years, and its value might not
+# even fit a JSON number that every client reads exactly.
+MAX_RETRY_AFTER = 86_400
+# A 422's `detail` is passed to the caller; these caps keep an upstream from pushing
+# megabytes through us (the contract's errors have a few entries of a few words).
+MAX_DETAIL_ITEMS = 20
+MAX_DETAIL_CHARS = 200
+# What a number the stdlib parser read but we refuse to hold becomes: a float, like the float
+# orjson makes of any integer beyond 64 bits, so it fails every field's strict validation
+# (the item is reported broken), and finite, so the cache's JSON round trip keeps it (orjson
+# would write an infinity as null, and null is a valid `vcpu_count`).
+_OUT_OF_RANGE = sys.float_info.max
+_NESTING_HEADROOM = 8
 
 _STATUS_ERRORS: dict[int, type[UpstreamError]] = {
     401: UpstreamUnauthenticated,
@@ -193,17 +210,76 @@ def error_from_response(answer: UpstreamAnswer) -> UpstreamError:
 
 
 def _json_array(content: bytes) -> list[Any]:
-    try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamBadResponse() from exc
+    body = _parse_json(content)
     if not isinstance(body, list):
         raise UpstreamBadResponse()
-    return body
+    return _storable_items(body)
+
+
+def _parse_json(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        # orjson refuses a whole body for one number beyond a double's range (a 400-digit
+        # integer); the stdlib parser, bounded below, lets us report just that item broken.
+        return _parse_json_bounded(content)
+
+
+def _parse_json_bounded(content: bytes) -> Any:
+    """The body as strict JSON, each number that no field could hold made `_OUT_OF_RANGE`."""
+    try:
+        return json.loads(
+            content.decode("utf-8"),  # as orjson: UTF-8 only, where the stdlib would guess
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_refuse_constant,
+        )
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting past the stack
+        raise UpstreamBadResponse() from exc
+
+
+def _parse_int(text: str) -> int | float:
+    # Never build a huge int: int() takes quadratic time in the digits, and refuses more than
+    # 4,300 of them (which would fail the whole body). 20 characters hold every 64-bit
+    # integer, signed or not: all that orjson parses as an int.
+    if len(text) <= 20 and -(2**63) <= (value := int(text)) <= 2**64 - 1:
+        return value
+    return _OUT_OF_RANGE
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else _OUT_OF_RANGE
+
+
+def _refuse_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")  # NaN and Infinity: the stdlib's extension
+
+
+def _storable_items(items: list[Any]) -> list[Any]:
+    """The items, each one the cache could not store with orjson replaced by None (reported
+    as a broken item): nested deeper than orjson writes, or a lone surrogate in a string (the
+    stdlib parser lets one through)."""
+    if _storable(items):
+        return items
+    return [item if _storable([item]) else None for item in items]
+
+
+def _storable(value: Any) -> bool:
+    # orjson writes at most 254 levels; the cache entry adds two around the items, and the
+    # spare levels leave room for the entry's format to grow.
+    for _ in range(_NESTING_HEADROOM):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def _validation_detail(content: bytes) -> list[dict[str, Any]]:
-    """The contract's `detail` list, keeping only its documented keys (loc, msg, type)."""
+    """The contract's `detail` list, reduced to its documented shape and capped in size: each
+    entry exactly `loc` (strings), `msg` and `type`, whatever the upstream sent."""
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -211,21 +287,39 @@ def _validation_detail(content: bytes) -> list[dict[str, Any]]:
     detail = body.get("detail") if isinstance(body, dict) else None
     if not isinstance(detail, list):
         return []
-    return [
-        {key: item[key] for key in ("loc", "msg", "type") if key in item}
-        for item in detail
-        if isinstance(item, dict)
-    ]
+    entries = [item for item in detail if isinstance(item, dict)][:MAX_DETAIL_ITEMS]
+    return [_detail_entry(item) for item in entries]
+
+
+def _detail_entry(item: dict[str, Any]) -> dict[str, Any]:
+    loc = item.get("loc")
+    parts = loc[:MAX_DETAIL_ITEMS] if isinstance(loc, list) else []
+    return {
+        "loc": [_capped(str(part)) for part in parts if _is_loc_part(part)],
+        "msg": _capped(item.get("msg")),
+        "type": _capped(item.get("type")),
+    }
+
+
+def _is_loc_part(part: object) -> bool:
+    return isinstance(part, str) or (isinstance(part, int) and not isinstance(part, bool))
+
+
+def _capped(value: object) -> str:
+    return value[:MAX_DETAIL_CHARS] if isinstance(value, str) else ""
 
 
 def _retry_after_seconds(headers: httpx.Headers) -> int | None:
-    value = headers.get("Retry-After")
-    if value is None:
+    """`Retry-After` in seconds, from 0 to `MAX_RETRY_AFTER`; None when it cannot be read."""
+    value = headers.get("Retry-After", "").strip()
+    if not value:
         return None
-    if value.strip().isdigit():
-        return int(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0, round(moment.timestamp() - time.time()))
+    if value.isascii() and value.isdigit():  # isdigit alone admits "²", which int() refuses
+        digits = value.lstrip("0") or "0"
+        seconds = int(digits) if len(digits) <= 6 else MAX_RETRY_AFTER  # never a huge int
+    else:
+        try:
+            seconds = round(parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return min(max(seconds, 0), MAX_RETRY_AFTER)

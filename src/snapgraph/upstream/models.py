@@ -8,7 +8,7 @@ valid ones down with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -40,12 +40,22 @@ def _mask(value: str | None) -> str:
 def _iso_datetime(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError("must be an ISO-8601 string")
-    return datetime.fromisoformat(value)
+    moment = datetime.fromisoformat(value)
+    # GraphQL's DateTime is served with an offset; guessing one for a naive time (a date alone,
+    # or a local time) would move the instant by hours, so the item is broken instead.
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError("must carry a UTC offset (Z or +HH:MM)")
+    if offset % timedelta(minutes=1):
+        raise ValueError("must have an offset in whole minutes (RFC 3339 cannot write seconds)")
+    return moment
 
 
 IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
 # GraphQL serves sizes as the 64-bit `Long`; a larger value is a contract breach, caught here.
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+# GraphQL's `Int` is 32-bit: a larger vCPU count or memory size could not be served at all.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class SnapshotInfo(BaseModel):
@@ -60,8 +70,8 @@ class SnapshotInfo(BaseModel):
     snapshot_type: str
     type: str = "user"
     oci_image: str | None = None
-    vcpu_count: int | None = None
-    memory_mb: int | None = None
+    vcpu_count: Int32 | None = None
+    memory_mb: Int32 | None = None
     size_bytes: Int64 = 0
     is_public: bool = False
     last_error: str | None = None

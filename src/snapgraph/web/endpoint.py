@@ -1,23 +1,33 @@
-"""The `/graphql` endpoint: one HTTP request in, one GraphQL response out."""
+"""The `/graphql` endpoint: one HTTP request in, one GraphQL response out.
+
+    read the HTTP request -> resolve APQ / safelist -> parse -> pick the operation
+    -> check the method -> validate (limits included) -> register APQ -> execute
+
+Every refusal on the way is a `RequestError` whose HTTP status and code the client can act
+on; it is logged as one line, never with a traceback.
+"""
 
 from __future__ import annotations
 
-import re
-import uuid
+import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from graphql import GraphQLError
+from graphql import OperationType
 from starlette.requests import Request
 from starlette.responses import Response
-from strawberry.exceptions import MissingQueryError
-from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
-from strawberry.types.execution import ExecutionResult, PreExecutionError
-from strawberry.types.graphql import OperationType
 
-from snapgraph.errors import BadRequest, NotAcceptable, RequestError
-from snapgraph.graph.context import Context, SnapshotSource
+from snapgraph.errors import (
+    BadRequest,
+    GraphQLRequestInvalid,
+    NotAcceptable,
+    OperationNotAllowed,
+    RequestError,
+)
+from snapgraph.execution.executor import GraphQLResponse
+from snapgraph.graph.context import Context, ResultBudget
 from snapgraph.upstream.models import Credentials
+from snapgraph.upstream.source import SnapshotSource
 from snapgraph.web.protocol import (
     JSON,
     GraphQLRequest,
@@ -30,20 +40,15 @@ from snapgraph.web.protocol import (
 if TYPE_CHECKING:
     from snapgraph.app import Gateway
 
+logger = logging.getLogger("snapgraph.graphql")
+
 # A GraphQL document for this schema is a few hundred bytes; 1 MiB leaves room for variables.
 MAX_BODY_BYTES = 1 << 20
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Per-user data: no shared cache (CDN, proxy) may store one caller's answer for another.
 PRIVATE_HEADERS = {
     "Cache-Control": "private, no-store",
     "Vary": "Accept, Authorization, X-API-Key",
 }
-
-
-def request_id_for(request: Request) -> str:
-    """The caller's `X-Request-ID` when it is a sane token, else a fresh one."""
-    given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def credentials_of(request: Request) -> Credentials:
@@ -70,33 +75,49 @@ class GraphQLEndpoint:
         return response
 
     async def _respond(self, request: Request) -> Response:
-        request_id = request_id_for(request)
+        request_id: str = request.state.request_id
         try:
             media_type = choose_media_type(request.headers.get("accept"))
         except NotAcceptable as exc:
             return _request_error_response(exc, JSON, request_id)
         try:
-            graphql_request = await self._read(request)
-            graphql_request = await self.gateway.persisted_queries.resolve(graphql_request)
-            result = await self._execute(request, graphql_request, request_id)
-        except _REQUEST_ERRORS as exc:
+            result = await self._run(request, request_id)
+        except RequestError as exc:
             return _request_error_response(exc, media_type, request_id)
-        return _result_response(result, media_type, request_id)
+        return _json_response(200, result.to_dict(), media_type)
+
+    async def _run(self, request: Request, request_id: str) -> GraphQLResponse:
+        gateway = self.gateway
+        resolved = gateway.persisted_queries.resolve(await self._read(request))
+        graphql_request = resolved.request
+        if graphql_request.query is None:
+            raise BadRequest("The request has no GraphQL document ('query').")
+        prepared = gateway.documents.prepare(graphql_request.query)
+        operation = prepared.operation(graphql_request.operation_name)
+        if request.method == "GET" and operation.operation != OperationType.QUERY:
+            raise OperationNotAllowed()
+        gateway.documents.validate(prepared)
+        if resolved.pending_registration is not None:
+            gateway.persisted_queries.remember(*resolved.pending_registration)
+        return await gateway.executor.execute(
+            prepared.document,
+            self._context(request, request_id),
+            variables=graphql_request.variables,
+            operation_name=graphql_request.operation_name,
+        )
 
     async def _read(self, request: Request) -> GraphQLRequest:
         if request.method == "GET":
             return parse_query_params(request.query_params)
         check_json_content_type(request.headers.get("content-type"))
-        body = b""
+        body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY_BYTES:
                 raise BadRequest(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-        return parse_post_body(body)
+        return parse_post_body(bytes(body))
 
-    async def _execute(
-        self, request: Request, graphql_request: GraphQLRequest, request_id: str
-    ) -> ExecutionResult:
+    def _context(self, request: Request, request_id: str) -> Context:
         gateway = self.gateway
         source = SnapshotSource(
             client=gateway.client,
@@ -105,76 +126,34 @@ class GraphQLEndpoint:
             request_id=request_id,
             refresh=wants_refresh(request),
         )
-        allowed = {OperationType.QUERY} if request.method == "GET" else None
-        return await gateway.schema.execute(
-            graphql_request.query,
-            variable_values=graphql_request.variables,
-            context_value=Context(request_id=request_id, snapshots=source),
-            operation_name=graphql_request.operation_name,
-            allowed_operation_types=allowed,
+        return Context(
+            request_id=request_id,
+            snapshots=source,
+            budget=ResultBudget(gateway.settings.max_result_values),
+            max_representations=gateway.settings.max_representations,
         )
 
 
-_REQUEST_ERRORS = (
-    RequestError,
-    InvalidOperationTypeError,
-    MissingQueryError,
-    CannotGetOperationTypeError,
-)
-
-
-def _request_error_response(exc: Exception, media_type: str, request_id: str) -> Response:
+def _request_error_response(exc: RequestError, media_type: str, request_id: str) -> Response:
     """A request that never reached execution: its HTTP status says why."""
-    if isinstance(exc, InvalidOperationTypeError):
-        message = "Only queries can be sent with GET; use POST."
-        response = _error_response(405, message, media_type, request_id)
-        response.headers["Allow"] = "GET, POST"
-        return response
-    if isinstance(exc, CannotGetOperationTypeError):
-        # A document problem (e.g. an unknown operationName): legacy JSON clients get 200.
-        status = 200 if media_type == JSON else 400
-        return _error_response(status, str(exc), media_type, request_id)
-    if isinstance(exc, MissingQueryError):
-        exc = BadRequest("The request has no GraphQL document ('query').")
-    assert isinstance(exc, RequestError)
-    return _error_response(exc.http_status, str(exc), media_type, request_id, exc.extensions)
-
-
-def _result_response(result: ExecutionResult, media_type: str, request_id: str) -> Response:
-    body: dict[str, Any] = {}
-    if isinstance(result, PreExecutionError):
-        # A request error: the document was never executed, so there is no `data` entry.
-        status = 200 if media_type == JSON else 400
+    if isinstance(exc, GraphQLRequestInvalid):
+        errors = [error.formatted for error in exc.errors]
+        status = exc.legacy_http_status if media_type == JSON else exc.http_status
     else:
-        status = 200
-        body["data"] = result.data
-    if result.errors:
-        body["errors"] = [_formatted(error) for error in result.errors]
-    if result.extensions:
-        body["extensions"] = result.extensions
-    return _json_response(status, body, media_type, request_id)
+        errors = [{"message": str(exc), "extensions": exc.extensions}]
+        status = exc.http_status
+    codes = ",".join(sorted({str(error["extensions"]["code"]) for error in errors}))
+    logger.info("request refused: %s [request %s]", codes, request_id)
+    response = _json_response(status, {"errors": errors}, media_type)
+    if isinstance(exc, OperationNotAllowed):
+        response.headers["Allow"] = "GET, POST"
+    return response
 
 
-def _formatted(error: GraphQLError) -> dict[str, Any]:
-    formatted: dict[str, Any] = dict(error.formatted)
-    return formatted
-
-
-def _error_response(
-    status: int,
-    message: str,
-    media_type: str,
-    request_id: str,
-    extensions: dict[str, Any] | None = None,
-) -> Response:
-    error = {"message": message, "extensions": extensions or {"code": "BAD_REQUEST"}}
-    return _json_response(status, {"errors": [error]}, media_type, request_id)
-
-
-def _json_response(status: int, body: dict[str, Any], media_type: str, request_id: str) -> Response:
+def _json_response(status: int, body: dict[str, Any], media_type: str) -> Response:
     return Response(
         orjson.dumps(body),
         status_code=status,
         media_type=f"{media_type}; charset=utf-8",
-        headers={**PRIVATE_HEADERS, "X-Request-ID": request_id},
+        headers=PRIVATE_HEADERS,
     )

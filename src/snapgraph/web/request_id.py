@@ -1,0 +1,40 @@
+"""`X-Request-ID` on every response: the caller's when it is a sane token, else a fresh one.
+
+A pure ASGI middleware, so the explorer page, probes, metrics and 404s carry it as well as
+`/graphql`; the endpoint reads the same id from `request.state.request_id` for its logs.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = "X-Request-ID"
+_SANE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id_from(headers: Headers) -> str:
+    given = headers.get(HEADER, "")
+    return given if _SANE.fullmatch(given) else uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope))
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[HEADER] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -1,0 +1,158 @@
+"""Every client mistake gets a code the client can act on, the right HTTP status under both
+media types, and no traceback in the logs; a genuine bug is still masked and logged once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from conftest import ALICE_KEY, Gateway, Upstream
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+MEDIA_TYPES = pytest.mark.parametrize(("accept", "status"), [(JSON, 200), (GRAPHQL_RESPONSE, 400)])
+
+BY_TYPE = "query ($t: SnapshotType) { snapshots(type: $t) { id } }"
+BY_ID = "query ($id: ID!) { snapshot(id: $id) { id } }"
+
+REQUEST_MISTAKES = [
+    ("bad enum variable", BY_TYPE, {"variables": {"t": "BOGUS"}}, "BAD_USER_INPUT", "$t"),
+    ("missing variable", BY_ID, {}, "BAD_USER_INPUT", "$id"),
+    ("null variable", BY_ID, {"variables": {"id": None}}, "BAD_USER_INPUT", "$id"),
+    ("syntax error", "{ snapshots { id }", {}, "GRAPHQL_PARSE_FAILED", "Syntax Error"),
+    ("unknown field", "{ snapshots { nope } }", {}, "GRAPHQL_VALIDATION_FAILED", "nope"),
+    (
+        "unknown operation",
+        "query A { snapshots { id } }",
+        {"operationName": "B"},
+        "OPERATION_RESOLUTION_FAILURE",
+        "no operation named 'B'",
+    ),
+    (
+        "ambiguous operation",
+        "query A { __typename } query B { __typename }",
+        {},
+        "OPERATION_RESOLUTION_FAILURE",
+        "operationName",
+    ),
+    (
+        "too many aliases",
+        "{ " + " ".join(f"a{n}: __typename" for n in range(51)) + " }",
+        {},
+        "MAX_ALIASES_LIMIT",
+        "50",
+    ),
+    ("too many tokens", "{ " + "__typename " * 5001 + "}", {}, "MAX_TOKENS_LIMIT", "5000"),
+    (
+        "too deep",
+        "{ __schema { types { " + "ofType { " * 20 + "name" + " }" * 20 + " } } }",
+        {},
+        "MAX_DEPTH_LIMIT",
+        "20",
+    ),
+]
+
+
+def _post(gateway: Gateway, query: str, accept: str, **body: Any) -> Any:
+    headers = {"Accept": accept, **ALICE_KEY}
+    return gateway.http.post("/graphql", json={"query": query, **body}, headers=headers)
+
+
+@MEDIA_TYPES
+@pytest.mark.parametrize(
+    ("query", "body", "code", "hint"),
+    [case[1:] for case in REQUEST_MISTAKES],
+    ids=[case[0] for case in REQUEST_MISTAKES],
+)
+def test_a_request_mistake_is_named_with_its_code_and_status(
+    gateway: Gateway,
+    upstream: Upstream,
+    caplog: pytest.LogCaptureFixture,
+    accept: str,
+    status: int,
+    query: str,
+    body: dict[str, Any],
+    code: str,
+    hint: str,
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = _post(gateway, query, accept, **body)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith(accept)
+    result = response.json()
+    assert "data" not in result  # nothing ran
+    assert result["errors"][0]["extensions"]["code"] == code
+    assert hint in result["errors"][0]["message"]
+    assert upstream.requests == []
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@MEDIA_TYPES
+def test_a_representation_without_typename_is_bad_user_input_at_its_position(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture, accept: str, status: int
+) -> None:
+    query = "query ($r: [_Any!]!) { _entities(representations: $r) { ... on Snapshot { id } } }"
+    representations = [{"id": "snap-alice-dev"}, {"__typename": "Snapshot", "id": "snap-alice-dev"}]
+    with caplog.at_level(logging.DEBUG):
+        response = _post(gateway, query, accept, variables={"r": representations})
+    assert response.status_code == 200  # a field error: the rest of the answer is served
+    result = response.json()
+    assert result["data"] == {"_entities": [None, {"id": "snap-alice-dev"}]}
+    (error,) = result["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["path"] == ["_entities", 0]
+    assert "__typename" in error["message"]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_a_bug_is_masked_and_logged_once_with_the_request_id(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snapgraph.graph.types import Snapshot
+
+    def broken(cls: type, info: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(Snapshot, "from_info", classmethod(broken))
+    with caplog.at_level(logging.DEBUG):
+        response = gateway.http.post(
+            "/graphql",
+            json={"query": "{ snapshots { id } }"},
+            headers={"X-Request-ID": "bug-1", **ALICE_KEY},
+        )
+    result = response.json()
+    assert result["errors"] == [
+        {
+            "message": "Unexpected error.",
+            "locations": [{"line": 1, "column": 3}],
+            "path": ["snapshots"],
+            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+        }
+    ]
+    assert "a bug of ours" not in response.text
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and "bug-1" in logged[0].getMessage() and logged[0].exc_info
+
+
+def test_introspection_can_be_turned_off(start_gateway: Any, upstream: Upstream) -> None:
+    gateway = start_gateway(upstream.url, introspection=False)
+    for query in ("{ __schema { queryType { name } } }", '{ __type(name: "Snapshot") { name } }'):
+        result = gateway.post(query, ALICE_KEY).json()
+        assert result["errors"][0]["extensions"]["code"] == "INTROSPECTION_DISABLED"
+    assert gateway.query("{ __typename }")["data"] == {"__typename": "Query"}
+    # Suggestions would describe the schema too.
+    result = gateway.post("{ snapshot { idd } }", ALICE_KEY).json()
+    assert "Did you mean" not in str(result)
+
+
+def test_every_response_carries_a_request_id(gateway: Gateway) -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/nowhere"):
+        assert gateway.http.get(path).headers["x-request-id"], path
+    page = gateway.http.get("/graphql", headers={"Accept": "text/html"})
+    assert page.headers["x-request-id"]
+    echoed = gateway.http.get("/healthz", headers={"X-Request-ID": "abc-1"})
+    assert echoed.headers["x-request-id"] == "abc-1"
+    refused = gateway.http.get("/healthz", headers={"X-Request-ID": "bad id\x7f"})
+    assert refused.headers["x-request-id"] != "bad id\x7f"
