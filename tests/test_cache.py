@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from snapgraph.cache import CachedList, SnapshotCache, cache_key
+from snapgraph.cache import CachedList, SnapshotCache, cache_key, frozen
 from snapgraph.cache_backends import MemoryStore
 from snapgraph.errors import UpstreamBadResponse, UpstreamUnavailable
 from snapgraph.upstream.models import Credentials
@@ -41,7 +41,7 @@ def test_credentials_never_print() -> None:
 
 
 def test_entry_round_trips_and_garbage_is_a_miss() -> None:
-    entry = CachedList([{"id": "a", "size_bytes": 2**40}], 1000.5, "user", "f1")
+    entry = CachedList(frozen([["a", 2**40]]), frozen([[1, None, ["id"]]]), 1000.5, "user", "f1")
     assert CachedList.loads(entry.dumps()) == entry
     assert CachedList.loads("not json") is None
     assert CachedList.loads('{"format": 99}') is None
@@ -59,19 +59,19 @@ class CountingFetch:
         self.delay = delay
         self.error: Exception | None = None
 
-    async def __call__(self) -> list:
+    async def __call__(self) -> tuple[list, list]:
         self.calls += 1
         await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        return [dict(item) for item in self.items]
+        return [dict(item) for item in self.items], []
 
 
 async def test_concurrent_misses_of_one_key_fetch_once() -> None:
     cache, fetch = make_cache(), CountingFetch(delay=0.05)
     results = await asyncio.gather(*(cache.load("k", fetch, list_type=None) for _ in range(100)))
     assert fetch.calls == 1
-    assert all(result.items == [{"id": "a"}] for result in results)
+    assert all(result.items == ({"id": "a"},) for result in results)
 
 
 async def test_different_keys_never_share_a_fetch() -> None:
@@ -80,17 +80,19 @@ async def test_different_keys_never_share_a_fetch() -> None:
     results = await asyncio.gather(
         *(cache.load(f"k{n}", fetch, list_type=None) for n, fetch in enumerate(fetches))
     )
-    assert [r.items for r in results] == [[{"id": f"user-{n}"}] for n in range(5)]
+    assert [r.items for r in results] == [({"id": f"user-{n}"},) for n in range(5)]
     assert [f.calls for f in fetches] == [1] * 5
 
 
-async def test_a_cached_value_is_not_a_shared_mutable_object() -> None:
+async def test_a_cached_value_cannot_be_changed_by_the_request_that_reads_it() -> None:
     cache, fetch = make_cache(), CountingFetch()
     first = await cache.load("k", fetch, list_type=None)
-    first.items[0]["id"] = "tampered"
-    first.items.append({"id": "injected"})
+    with pytest.raises(TypeError):
+        first.items[0]["id"] = "tampered"
+    with pytest.raises(AttributeError):
+        first.items.append({"id": "injected"})  # type: ignore[attr-defined]
     second = await cache.load("k", fetch, list_type=None)
-    assert second.items == [{"id": "a"}] and fetch.calls == 1
+    assert second.items == ({"id": "a"},) and fetch.calls == 1
 
 
 async def test_a_caller_hanging_up_does_not_cancel_the_shared_fetch() -> None:
@@ -99,7 +101,7 @@ async def test_a_caller_hanging_up_does_not_cancel_the_shared_fetch() -> None:
     patient = asyncio.ensure_future(cache.load("k", fetch, list_type=None))
     await asyncio.sleep(0.02)
     impatient.cancel()
-    assert (await patient).items == [{"id": "a"}]
+    assert (await patient).items == ({"id": "a"},)
     assert fetch.calls == 1
 
 
@@ -109,7 +111,7 @@ async def test_errors_are_not_cached() -> None:
     with pytest.raises(UpstreamBadResponse):
         await cache.load("k", fetch, list_type=None)
     fetch.error = None
-    assert (await cache.load("k", fetch, list_type=None)).items == [{"id": "a"}]
+    assert (await cache.load("k", fetch, list_type=None)).items == ({"id": "a"},)
     assert fetch.calls == 2
 
 
@@ -127,7 +129,7 @@ async def test_stale_entry_is_served_only_within_the_window() -> None:
     await asyncio.sleep(0.08)
     fetch.error = UpstreamUnavailable()
     stale = await cache.load("k", fetch, list_type=None)
-    assert stale.stale and stale.items == [{"id": "a"}]
+    assert stale.stale and stale.items == ({"id": "a"},)
     await asyncio.sleep(0.25)
     with pytest.raises(UpstreamUnavailable):
         await cache.load("k", fetch, list_type=None)
@@ -160,8 +162,8 @@ async def test_a_forged_or_swapped_entry_is_a_miss() -> None:
     await cache.load("bob", bob, list_type=None)
     # Someone with write access to the store, but not the secret:
     await store.set("alice", (await store.get("bob")) or "", ttl=60.0)
-    forged = CachedList([{"id": "planted"}], 1e12, None, "x").dumps()
+    forged = CachedList([{"id": "planted"}], [], 1e12, None, "x").dumps()
     await store.set("bob", "0" * 64 + "." + forged, ttl=60.0)
-    assert (await cache.load("alice", alice, list_type=None)).items == [{"id": "alice-1"}]
-    assert (await cache.load("bob", bob, list_type=None)).items == [{"id": "bob-1"}]
+    assert (await cache.load("alice", alice, list_type=None)).items == ({"id": "alice-1"},)
+    assert (await cache.load("bob", bob, list_type=None)).items == ({"id": "bob-1"},)
     assert (alice.calls, bob.calls) == (2, 2)

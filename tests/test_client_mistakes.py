@@ -115,7 +115,7 @@ def test_a_bug_is_masked_and_logged_once_with_the_request_id(
     def broken(cls: type, info: object) -> None:
         raise RuntimeError("a bug of ours")
 
-    monkeypatch.setattr(Snapshot, "from_info", classmethod(broken))
+    monkeypatch.setattr(Snapshot, "from_row", classmethod(broken))
     with caplog.at_level(logging.DEBUG):
         response = gateway.http.post(
             "/graphql",

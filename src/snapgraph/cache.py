@@ -12,6 +12,11 @@ Guarantees, each pinned by tests:
 - Entries are signed with the secret and bound to their key; a forged or swapped one is a miss.
 - Only successful answers are stored. When the upstream is unavailable, an entry up to
   `stale_window` seconds past its TTL is served instead, flagged `stale`.
+- An entry holds the answer as checked at fetch time (rows and a report of broken items), so
+  a hit validates nothing. The last entries read are also kept decoded (bounded by bytes):
+  when the store returns the very text that was verified before, a hit costs a dict lookup
+  and a string comparison instead of an HMAC and a JSON parse. Decoded entries are frozen
+  (tuples, read-only mappings): every request that hits one shares it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -35,7 +42,7 @@ from snapgraph.upstream.models import Credentials
 
 logger = logging.getLogger("snapgraph.cache")
 
-ENTRY_FORMAT = 1
+ENTRY_FORMAT = 2  # 2: checked rows and a broken-item report (1 held the raw items)
 _POLL_SECONDS = 0.01
 
 
@@ -52,18 +59,21 @@ def cache_key(secret: bytes, credentials: Credentials, list_type: str | None) ->
 
 @dataclass(frozen=True)
 class CachedList:
-    """An upstream answer as cached: the raw items, when and for which query they were fetched.
+    """An upstream answer as cached: checked rows, the report of broken items, when and for
+    which query they were fetched.
 
     `fetch_id` tells one fetch from the next (a waiting process spots a new entry by it);
-    an entry derived from this one (e.g. a serialized GraphQL answer) must carry the same
-    `fetch_id` and expire with it.
+    anything derived from this entry (a view, a serialized GraphQL answer) is kept in
+    `derived`, or carries the same `fetch_id`, so it expires with it.
     """
 
-    items: list[Any]
+    items: Sequence[Any]  # frozen: shared by every request that reads the entry
+    broken: Sequence[Any]
     fetched_at: float
     list_type: str | None
     fetch_id: str
     stale: bool = False
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def age(self) -> float:
@@ -77,7 +87,9 @@ class CachedList:
                 "query": {"type": self.list_type},
                 "fetch_id": self.fetch_id,
                 "items": self.items,
-            }
+                "broken": self.broken,
+            },
+            default=_thawed,
         ).decode()
 
     @classmethod
@@ -88,13 +100,18 @@ class CachedList:
             if raw["format"] != ENTRY_FORMAT or not isinstance(raw["items"], list):
                 return None
             return cls(
-                raw["items"], float(raw["fetched_at"]), raw["query"]["type"], raw["fetch_id"]
+                frozen(raw["items"]),
+                frozen(raw["broken"]),
+                float(raw["fetched_at"]),
+                raw["query"]["type"],
+                raw["fetch_id"],
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 
 
-Fetch = Callable[[], Awaitable[list[Any]]]
+# A fetch answers with the checked items and the report of broken ones, both JSON values.
+Fetch = Callable[[], Awaitable[tuple[list[Any], list[Any]]]]
 
 
 class SnapshotCache:
@@ -109,6 +126,7 @@ class SnapshotCache:
         stale_window: float,
         lease_seconds: float,
         metrics: Metrics | None = None,
+        decoded_max_bytes: int = 64 << 20,
     ) -> None:
         self.store = store
         lookups = (metrics or Metrics()).cache_lookups
@@ -122,6 +140,7 @@ class SnapshotCache:
         self.stale_window = stale_window
         self.lease_seconds = lease_seconds
         self._inflight: dict[str, asyncio.Future[CachedList]] = {}
+        self._decoded = _DecodedEntries(decoded_max_bytes)
 
     def key_for(self, credentials: Credentials, list_type: str | None) -> str:
         """`cache_key` under this cache's secret (the one that also signs its entries)."""
@@ -132,7 +151,7 @@ class SnapshotCache:
     ) -> CachedList:
         """The entry for `key`: cached when fresh (unless `refresh`), else fetched once."""
         if self.ttl == 0:
-            return _new_entry(await fetch(), list_type)
+            return _new_entry(*await fetch(), list_type)
         previous = await self._read(key)
         if previous is not None and previous.age < self.ttl and not refresh:
             self._counted["hit"].inc()
@@ -158,11 +177,17 @@ class SnapshotCache:
         stored = await self.store.get(key)
         if stored is None:
             return None
+        known = self._decoded.get(key, stored)
+        if known is not None:
+            return known
         signature, _, text = stored.partition(".")
         if not hmac.compare_digest(signature, self._sign(key, text)):
             logger.warning("ignoring a cache entry whose signature does not match its key")
             return None
-        return CachedList.loads(text)
+        entry = CachedList.loads(text)
+        if entry is not None:
+            self._decoded.put(key, stored, entry)
+        return entry
 
     def _sign(self, key: str, text: str) -> str:
         """Binds a value to its key: whoever can write to a shared Redis but lacks the secret
@@ -203,18 +228,66 @@ class SnapshotCache:
         self, key: str, fetch: Fetch, list_type: str | None, previous: CachedList | None
     ) -> CachedList:
         try:
-            items = await fetch()
+            items, broken = await fetch()
         except UpstreamUnavailable:
             if previous is not None and previous.age < self.ttl + self.stale_window:
                 self._counted["stale"].inc()
                 return replace(previous, stale=True)
             raise
-        entry = _new_entry(items, list_type)
+        entry = _new_entry(items, broken, list_type)
         text = entry.dumps()
         stored = f"{self._sign(key, text)}.{text}"
         await self.store.set(key, stored, ttl=self.ttl + self.stale_window)
+        self._decoded.put(key, stored, entry)
         return entry
 
 
-def _new_entry(items: list[Any], list_type: str | None) -> CachedList:
-    return CachedList(items, time.time(), list_type, secrets.token_hex(8))
+def _new_entry(items: list[Any], broken: list[Any], list_type: str | None) -> CachedList:
+    return CachedList(frozen(items), frozen(broken), time.time(), list_type, secrets.token_hex(8))
+
+
+def frozen(value: Any) -> Any:
+    """A JSON value no caller can change: lists become tuples, objects read-only mappings."""
+    if isinstance(value, list):
+        return tuple(frozen(item) for item in value)
+    if isinstance(value, dict):
+        return MappingProxyType({key: frozen(item) for key, item in value.items()})
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    raise TypeError(f"cannot store a {type(value).__name__} in a cache entry")
+
+
+class _DecodedEntries:
+    """The last entries read, decoded, each with the exact stored text it was verified from;
+    bounded by the total length of those texts (the decoded form is a few times larger)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[str, CachedList]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: str, stored: str) -> CachedList | None:
+        known = self._entries.get(key)
+        # Identity first: the memory store hands back the very object it was given.
+        if known is None or not (known[0] is stored or known[0] == stored):
+            return None
+        self._entries.move_to_end(key)
+        return known[1]
+
+    def put(self, key: str, stored: str, entry: CachedList) -> None:
+        self._drop(key)
+        if len(stored) > self.max_bytes:
+            return
+        self._entries[key] = (stored, entry)
+        self._bytes += len(stored)
+        while self._bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        known = self._entries.pop(key, None)
+        if known is not None:
+            self._bytes -= len(known[0])

@@ -49,6 +49,6 @@ def _entity(key: str | GatewayError, answer: SnapshotList) -> Snapshot | Gateway
         return key
     found = answer.find(key)
     if found is not None:
-        return Snapshot.from_info(found)
+        return Snapshot.from_row(found)
     broken = next((item for item in answer.broken if item.id == key), None)
     return broken_item_error(broken) if broken is not None else None

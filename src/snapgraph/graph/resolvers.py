@@ -32,8 +32,8 @@ class Query:
         ] = None,
     ) -> Reported[list[Snapshot]]:
         answer = await info.context.snapshots.snapshots(UPSTREAM_TYPE[type] if type else None)
-        info.context.budget.charge(len(answer.items) * selected_leaves(info))
-        snapshots = [Snapshot.from_info(item) for item in answer.items]
+        info.context.budget.charge(len(answer.rows) * selected_leaves(info))
+        snapshots = [Snapshot.from_row(row) for row in answer.rows]
         return Reported(snapshots, answer.broken, answer.stale_age)
 
     @strawberry.field(
@@ -48,7 +48,7 @@ class Query:
         answer = await info.context.snapshots.snapshots(None)
         found = answer.find(id)
         if found is not None:
-            return Reported(Snapshot.from_info(found), (), answer.stale_age)
+            return Reported(Snapshot.from_row(found), (), answer.stale_age)
         # Not found: a broken item with this id, or with none, may be the one asked for.
         return Reported(None, answer.broken_about(id), answer.stale_age)
 

@@ -8,7 +8,7 @@ from typing import NewType
 
 import strawberry
 
-from snapgraph.upstream.models import SnapshotInfo
+from snapgraph.upstream.models import ROW_FIELDS, Row
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -84,20 +84,9 @@ class Snapshot:
     )
 
     @classmethod
-    def from_info(cls, info: SnapshotInfo) -> Snapshot:
-        return cls(
-            id=strawberry.ID(info.id),
-            name=info.name,
-            status=info.status,
-            source_vm_id=info.source_vm_id,
-            snapshot_type=info.snapshot_type,
-            type=info.type,
-            oci_image=info.oci_image,
-            vcpu_count=info.vcpu_count,
-            memory_mb=info.memory_mb,
-            size_bytes=Long(info.size_bytes),
-            is_public=info.is_public,
-            last_error=info.last_error,
-            created_at=info.created_at,
-            updated_at=info.updated_at,
-        )
+    def from_row(cls, row: Row) -> Snapshot:
+        """A snapshot from a checked row (values in `ROW_FIELDS` order, dates as ISO text)."""
+        values = dict(zip(ROW_FIELDS, row, strict=True))
+        values["created_at"] = datetime.fromisoformat(values["created_at"])
+        values["updated_at"] = datetime.fromisoformat(values["updated_at"])
+        return cls(**values)

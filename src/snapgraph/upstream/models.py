@@ -2,7 +2,9 @@
 
 `SnapshotInfo` validates one item strictly: a string where the contract says integer is a
 breach, not something to coerce. `split_valid_items` keeps one broken item from taking the
-valid ones down with it.
+valid ones down with it. `check_items` does both once per upstream answer and returns rows:
+each valid item as a plain list of its values in `ROW_FIELDS` order, dates normalized to ISO
+8601 with an offset. Rows are what the cache keeps, so a cache hit validates nothing again.
 """
 
 from __future__ import annotations
@@ -98,6 +100,22 @@ def split_valid_items(items: list[Any]) -> tuple[list[SnapshotInfo], list[Broken
         except ValidationError as exc:
             broken.append(BrokenItem(index, _item_id(item), _failed_fields(exc)))
     return valid, broken
+
+
+ROW_FIELDS: tuple[str, ...] = tuple(SnapshotInfo.model_fields)
+Row = list[Any]
+
+
+def row_of(info: SnapshotInfo) -> Row:
+    """The item's values in `ROW_FIELDS` order, as JSON values (dates as ISO 8601 text)."""
+    values = [getattr(info, name) for name in ROW_FIELDS]
+    return [value.isoformat() if isinstance(value, datetime) else value for value in values]
+
+
+def check_items(items: list[Any]) -> tuple[list[Row], list[BrokenItem]]:
+    """Validate an upstream answer once: the valid items as rows, and the broken ones."""
+    valid, broken = split_valid_items(items)
+    return [row_of(info) for info in valid], broken
 
 
 def _item_id(item: object) -> str | None:

@@ -7,39 +7,48 @@ that field used, never read back from shared state.
 
     source = SnapshotSource(client=client, cache=cache, credentials=creds, request_id="r1")
     answer = await source.snapshots("user")
-    answer.items, answer.broken, answer.stale_age
+    answer.rows, answer.broken, answer.stale_age
+
+The answer is checked once, when fetched (`check_items`): a cache hit hands back the rows
+(each a list of values in `ROW_FIELDS` order) and the broken-item report as they were then.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from snapgraph.cache import CachedList, SnapshotCache
 from snapgraph.errors import NotAuthenticated
 from snapgraph.upstream.client import UpstreamClient
-from snapgraph.upstream.models import BrokenItem, Credentials, SnapshotInfo, split_valid_items
+from snapgraph.upstream.models import BrokenItem, Credentials, Row, check_items
+
+_VIEW = "snapshot-list"
 
 
 @dataclass(frozen=True)
 class SnapshotList:
-    """One upstream answer: the items that keep the contract, a report of those that do not,
-    and, when it was served from a stale cache entry because the upstream failed, its age."""
+    """One upstream answer: the items that keep the contract (rows), a report of those that do
+    not, and, when it was served from a stale cache entry because the upstream failed, its age.
+    `version` names the upstream answer it came from (cache key and fetch): two lists with the
+    same version hold the same rows."""
 
-    items: tuple[SnapshotInfo, ...]
+    rows: Sequence[Row]
     broken: tuple[BrokenItem, ...] = ()
     stale_age: float | None = None
+    version: str = ""
 
     @cached_property
-    def _by_id(self) -> dict[str, SnapshotInfo]:
-        index: dict[str, SnapshotInfo] = {}
-        for item in self.items:
-            index.setdefault(item.id, item)  # the first of duplicate ids wins, as in a scan
+    def _by_id(self) -> dict[str, Row]:
+        index: dict[str, Row] = {}
+        for row in self.rows:
+            index.setdefault(row[0], row)  # the first of duplicate ids wins, as in a scan
         return index
 
-    def find(self, snapshot_id: str) -> SnapshotInfo | None:
-        """The snapshot with this id, or None; a dict lookup after the first call."""
+    def find(self, snapshot_id: str) -> Row | None:
+        """The row of the snapshot with this id, or None; a dict lookup after the first call."""
         return self._by_id.get(snapshot_id)
 
     def broken_about(self, snapshot_id: str) -> tuple[BrokenItem, ...]:
@@ -80,17 +89,24 @@ class SnapshotSource:
         return await self._lists[list_type]
 
     async def _load(self, list_type: str | None) -> SnapshotList:
-        entry = await self._cache.load(
-            self._cache.key_for(self._credentials, list_type),
-            lambda: self._client.list_snapshots(
+        key = self._cache.key_for(self._credentials, list_type)
+
+        async def fetch() -> tuple[list[Row], list[object]]:
+            items = await self._client.list_snapshots(
                 self._credentials, list_type, request_id=self._request_id
-            ),
-            list_type=list_type,
-            refresh=self._refresh,
-        )
-        return _answer_of(entry)
+            )
+            rows, broken = check_items(items)
+            return rows, [[item.index, item.id, list(item.fields)] for item in broken]
+
+        entry = await self._cache.load(key, fetch, list_type=list_type, refresh=self._refresh)
+        return _answer_of(key, entry)
 
 
-def _answer_of(entry: CachedList) -> SnapshotList:
-    valid, broken = split_valid_items(entry.items)
-    return SnapshotList(tuple(valid), tuple(broken), entry.age if entry.stale else None)
+def _answer_of(key: str, entry: CachedList) -> SnapshotList:
+    """The entry's list, built once per entry (it is kept beside the entry while cached)."""
+    answer = entry.derived.get(_VIEW)
+    if answer is None:
+        broken = tuple(BrokenItem(index, id_, tuple(fields)) for index, id_, fields in entry.broken)
+        answer = SnapshotList(entry.items, broken, None, f"{key}:{entry.fetch_id}")
+        entry.derived[_VIEW] = answer
+    return replace(answer, stale_age=entry.age) if entry.stale else answer
