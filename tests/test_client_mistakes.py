@@ -156,3 +156,43 @@ def test_every_response_carries_a_request_id(gateway: Gateway) -> None:
     assert echoed.headers["x-request-id"] == "abc-1"
     refused = gateway.http.get("/healthz", headers={"X-Request-ID": "bad id\x7f"})
     assert refused.headers["x-request-id"] != "bad id\x7f"
+
+
+def test_a_document_too_costly_to_validate_is_refused_with_its_code(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    # 400 siblings sharing a response name: graphql-core compares them pairwise.
+    siblings = "{ " + " ".join("snapshots { id name status }" for _ in range(400)) + " }"
+    result = gateway.post(siblings).json()
+    assert result["errors"][0]["extensions"]["code"] == "MAX_VALIDATION_WORK_LIMIT"
+    assert upstream.requests == []
+
+
+def test_a_realistic_document_with_repeated_fields_passes_validation(gateway: Gateway) -> None:
+    fragments = " ".join(f"fragment F{n} on Snapshot {{ id name status }}" for n in range(12))
+    spreads = " ".join(f"...F{n}" for n in range(12))
+    result = gateway.query(f"{{ snapshots {{ id {spreads} }} }} {fragments}", ALICE_KEY)
+    assert "errors" not in result and result["data"]["snapshots"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+def test_other_methods_get_405_with_a_code(gateway: Gateway, method: str) -> None:
+    response = gateway.http.request(method, "/graphql")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    if method != "HEAD":
+        assert response.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_unknown_paths_get_404_with_a_code(gateway: Gateway) -> None:
+    for path in ("/nowhere", "/graphql/"):
+        response = gateway.http.post(path, json={"query": "{ __typename }"})
+        assert response.status_code == 404
+        assert response.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+def test_a_huge_operation_name_is_not_echoed_whole(gateway: Gateway) -> None:
+    name = "B" * 100_000
+    result = gateway.post("query A { __typename }", operationName=name).json()
+    assert result["errors"][0]["extensions"]["code"] == "OPERATION_RESOLUTION_FAILURE"
+    assert len(result["errors"][0]["message"]) < 200

@@ -142,3 +142,15 @@ def test_a_list_within_the_budget_is_served_whole(
     gateway = start_gateway(faulty.url)
     result = gateway.query("{ snapshots { id status } }", ALICE_KEY)
     assert len(result["data"]["snapshots"]) == 10_000
+
+
+def test_unique_documents_do_not_grow_the_document_cache(gateway: Gateway) -> None:
+    documents = gateway.app.state.gateway.documents
+    for n in range(100):
+        invalid = f"#{n}\n{{ " + " ".join(f"f{k}" for k in range(1000)) + " }"
+        assert gateway.post(invalid).json()["errors"]
+    assert documents.cached_bytes == 0  # what fails validation is never kept
+    for n in range(600):
+        valid = f"#{n}" + "x" * 4000 + "\n{ __typename }"
+        assert gateway.post(valid).json() == {"data": {"__typename": "Query"}}
+    assert 0 < documents.cached_bytes <= 1 << 20

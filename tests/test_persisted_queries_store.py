@@ -326,3 +326,12 @@ def test_a_safelist_whose_hash_is_not_its_documents_does_not_load(tmp_path: Path
     file.write_text(json.dumps({document_hash(QUERY): REGISTERED}), encoding="utf-8")
     with pytest.raises(ValueError, match="sha256"):
         load_safelist(str(file))
+
+
+def test_a_boolean_version_is_not_version_1() -> None:
+    from snapgraph.errors import PersistedQueryNotSupported
+
+    store = PersistedQueries(10)
+    extensions = {"persistedQuery": {"version": True, "sha256Hash": "0" * 64}}
+    with pytest.raises(PersistedQueryNotSupported):
+        store.resolve(GraphQLRequest(None, None, None, extensions))

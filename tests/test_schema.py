@@ -4,6 +4,7 @@ import pytest
 from graphql import GraphQLSchema
 
 import snapgraph.execution.document as document_module
+from snapgraph.errors import DocumentInvalid
 from snapgraph.execution.document import Documents
 from snapgraph.execution.limits import DocumentLimits
 from snapgraph.graph.schema import build_schema, graphql_schema
@@ -42,4 +43,9 @@ def test_a_huge_document_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     first = documents.prepare(padding + "{ __typename }")
     assert documents.prepare(padding + "{ __typename }") is not first
     small = documents.prepare("{ __typename }")
+    documents.validate(small)
     assert documents.prepare("{ __typename }") is small
+    invalid = documents.prepare("{ nope }")
+    with pytest.raises(DocumentInvalid):
+        documents.validate(invalid)
+    assert documents.prepare("{ nope }") is not invalid  # what fails is never kept

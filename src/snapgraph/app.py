@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 import strawberry
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -75,9 +76,16 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await gateway.store.close()
 
     app = FastAPI(
-        title="snapgraph", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="snapgraph",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        exception_handlers={StarletteHTTPException: _http_error},
     )
-    app.add_route("/graphql", _graphql, methods=["GET", "POST"])
+    # Every method reaches the endpoint, which answers 405 in GraphQL's error shape itself.
+    app.add_route("/graphql", _graphql, methods=list(GRAPHQL_METHODS))
     app.add_route("/healthz", _healthz, methods=["GET"])
     app.add_route("/readyz", _readyz, methods=["GET"])
     if settings.metrics:
@@ -163,6 +171,18 @@ def _start_gateway(
     return Gateway(
         settings, schema, client, store, cache, persisted_queries, metrics, documents, executor
     )
+
+
+GRAPHQL_METHODS = ("GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
+_HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """404s and the like in the same shape as every other error, with a code."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
+    body = {"errors": [{"message": exc.detail, "extensions": {"code": code}}]}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _graphql(request: Request) -> Response:

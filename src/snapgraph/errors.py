@@ -12,7 +12,8 @@
         │   ├── PersistedQueryNotSupported 200 PERSISTED_QUERY_NOT_SUPPORTED
         │   ├── PersistedQueryHashMismatch 400 BAD_REQUEST: the hash is not the document's
         │   ├── DocumentNotAllowed        400 PERSISTED_QUERY_NOT_ALLOWED (safelist mode)
-        │   ├── OperationNotAllowed       405 METHOD_NOT_ALLOWED: a mutation sent with GET
+        │   ├── OperationNotAllowed       405 METHOD_NOT_ALLOWED: a mutation sent with GET,
+        │   │                             or a method other than GET and POST
         │   └── GraphQLRequestInvalid     the GraphQL request itself is wrong: 400 under
         │       │                         application/graphql-response+json, 200 under
         │       │                         application/json (GraphQL-over-HTTP); `errors` lists
@@ -132,7 +133,7 @@ class DocumentNotAllowed(RequestError):
 
 class OperationNotAllowed(RequestError):
     code = "METHOD_NOT_ALLOWED"
-    message = "Only queries can be sent with GET; use POST."
+    message = "Send GraphQL requests with POST (or queries with GET)."
     http_status = 405
 
 

@@ -2,9 +2,14 @@
 
 Each step raises the request error a client can act on (GRAPHQL_PARSE_FAILED,
 OPERATION_RESOLUTION_FAILURE, GRAPHQL_VALIDATION_FAILED or the code of the limit it broke).
-Frontends send the same few documents again and again, so parsed documents and their
-validation outcome are kept (LRU), small documents only: a cache of 1 MiB hostile documents
-would be a memory leak with extra steps.
+Frontends send the same few documents again and again, so documents that passed validation
+are kept parsed (LRU, bounded by their total source size: an AST is some 50 times larger
+than its text). Documents that fail are not kept: anyone can send unique garbage.
+
+Validation is bounded too: graphql-core's OverlappingFieldsCanBeMerged compares fields that
+share a response name pairwise, so 400 `snapshots { id }` siblings cost 0.8 s at its default
+budget. Ours stops it after 10,000 units (about 25 ms) with MAX_VALIDATION_WORK_LIMIT;
+GraphiQL's introspection query and every document a frontend writes stay far below.
 
     documents = Documents(schema, DocumentLimits(), max_tokens=5000)
     prepared = documents.prepare("query Mine { snapshots { id } }")
@@ -17,6 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import graphql.validation.rules.overlapping_fields_can_be_merged as overlapping_fields
 from graphql import (
     DocumentNode,
     GraphQLError,
@@ -31,7 +37,14 @@ from snapgraph.errors import DocumentInvalid, DocumentParseFailed, OperationReso
 from snapgraph.execution.limits import DocumentLimits, limit_rules
 
 CACHED_DOCUMENTS = 256
-CACHEABLE_BYTES = 64 << 10
+CACHED_SOURCE_BYTES = 1 << 20
+CACHEABLE_BYTES = 16 << 10
+VALIDATION_WORK = 10_000
+# graphql-core documents this module attribute as the knob for its comparison budget; it is
+# read each time validation starts. tests/test_client_mistakes.py pins the behaviour.
+overlapping_fields.MAX_COMPLEXITY_BUDGET = VALIDATION_WORK
+# What graphql-core says when a validation budget runs out (tests pin it).
+_VALIDATION_ABORTED = "Validation aborted."
 # What graphql-core says when `max_tokens` stops the parser (test_client_mistakes.py pins it).
 _TOO_MANY_TOKENS = "Syntax Error: Document contains more than"
 
@@ -42,6 +55,7 @@ class PreparedDocument:
 
     document: DocumentNode
     validation_errors: list[GraphQLError] | None = field(default=None)
+    source: str = ""
 
     def operation(self, name: str | None) -> OperationDefinitionNode:
         """The operation to run: the one named `name`, or the only one."""
@@ -54,7 +68,8 @@ class PreparedDocument:
             for operation in operations:
                 if operation.name is not None and operation.name.value == name:
                     return operation
-            raise _resolution_failure(f"The document has no operation named {name!r}.")
+            shown = name if len(name) <= 100 else name[:100] + "..."
+            raise _resolution_failure(f"The document has no operation named {shown!r}.")
         if len(operations) == 1:
             return operations[0]
         if not operations:
@@ -62,6 +77,16 @@ class PreparedDocument:
         raise _resolution_failure(
             "The document has several operations: send 'operationName' to choose one."
         )
+
+
+def _with_limit_code(error: GraphQLError) -> GraphQLError:
+    if error.message != _VALIDATION_ABORTED:
+        return error
+    return GraphQLError(
+        "The document is too costly to validate: too many fields share a response name. "
+        "Select each field once.",
+        extensions={"code": "MAX_VALIDATION_WORK_LIMIT", "limit": VALIDATION_WORK},
+    )
 
 
 def _resolution_failure(message: str) -> OperationResolutionFailure:
@@ -78,6 +103,12 @@ class Documents:
         # With introspection off, "Did you mean ...?" must not describe the schema either.
         self._hide_suggestions = not limits.introspection
         self._cache: OrderedDict[str, PreparedDocument] = OrderedDict()
+        self._cached_bytes = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        """Total source length of the documents kept parsed (at most `CACHED_SOURCE_BYTES`)."""
+        return self._cached_bytes
 
     def prepare(self, query: str) -> PreparedDocument:
         """The parsed document; raises `DocumentParseFailed`."""
@@ -85,24 +116,34 @@ class Documents:
         if prepared is not None:
             self._cache.move_to_end(query)
             return prepared
-        prepared = PreparedDocument(self._parse(query))
-        if len(query) <= CACHEABLE_BYTES:
-            self._cache[query] = prepared
-            if len(self._cache) > CACHED_DOCUMENTS:
-                self._cache.popitem(last=False)
-        return prepared
+        return PreparedDocument(self._parse(query), source=query)
 
     def validate(self, prepared: PreparedDocument) -> None:
         """Raise `DocumentInvalid` with every rule the document breaks (limits included)."""
         if prepared.validation_errors is None:
-            prepared.validation_errors = validate(
-                self._schema,
-                prepared.document,
-                self._rules,
-                hide_suggestions=self._hide_suggestions,
-            )
+            prepared.validation_errors = [
+                _with_limit_code(error)
+                for error in validate(
+                    self._schema,
+                    prepared.document,
+                    self._rules,
+                    hide_suggestions=self._hide_suggestions,
+                )
+            ]
+            if not prepared.validation_errors:
+                self._keep(prepared)
         if prepared.validation_errors:
             raise DocumentInvalid(list(prepared.validation_errors))
+
+    def _keep(self, prepared: PreparedDocument) -> None:
+        size = len(prepared.source)
+        if size > CACHEABLE_BYTES or prepared.source in self._cache:
+            return
+        self._cache[prepared.source] = prepared
+        self._cached_bytes += size
+        while len(self._cache) > CACHED_DOCUMENTS or self._cached_bytes > CACHED_SOURCE_BYTES:
+            source, _ = self._cache.popitem(last=False)
+            self._cached_bytes -= len(source)
 
     def _parse(self, query: str) -> DocumentNode:
         try:

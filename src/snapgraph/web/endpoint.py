@@ -76,6 +76,8 @@ class GraphQLEndpoint:
 
     async def _respond(self, request: Request) -> Response:
         request_id: str = request.state.request_id
+        if request.method not in ("GET", "POST"):
+            return _request_error_response(OperationNotAllowed(), JSON, request_id)
         try:
             media_type = choose_media_type(request.headers.get("accept"))
         except NotAcceptable as exc:
@@ -145,7 +147,7 @@ def _request_error_response(exc: RequestError, media_type: str, request_id: str)
     codes = ",".join(sorted({str(error["extensions"]["code"]) for error in errors}))
     logger.info("request refused: %s [request %s]", codes, request_id)
     response = _json_response(status, {"errors": errors}, media_type)
-    if isinstance(exc, OperationNotAllowed):
+    if exc.http_status == 405:
         response.headers["Allow"] = "GET, POST"
     return response
 

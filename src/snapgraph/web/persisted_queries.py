@@ -289,7 +289,8 @@ def _requested_hash(extensions: dict[str, Any] | None) -> str | None:
     persisted = (extensions or {}).get("persistedQuery")
     if persisted is None:
         return None
-    if not isinstance(persisted, dict) or persisted.get("version") != 1:
+    version = persisted.get("version") if isinstance(persisted, dict) else None
+    if not isinstance(persisted, dict) or type(version) is not int or version != 1:
         raise PersistedQueryNotSupported()
     sha = persisted.get("sha256Hash")
     if not isinstance(sha, str) or len(sha) != 64:
