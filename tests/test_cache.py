@@ -140,9 +140,25 @@ async def test_memory_store_stays_at_its_bound_under_100k_users() -> None:
     for n in range(100_000):
         await store.set(f"user-{n}", "[]", ttl=60.0)
     assert len(store) == 1_000
-    assert len(store.cache._handlers) == 1_000  # TTL timers of evicted entries are cancelled
     assert await store.get("user-99999") == "[]"
     assert await store.get("user-0") is None
+
+
+async def test_memory_store_stays_within_its_byte_bound() -> None:
+    store = MemoryStore(max_entries=100_000, max_bytes=1 << 20)
+    for n in range(1_000):
+        await store.set(f"user-{n}", "x" * 10_000, ttl=60.0)
+    assert store.stored_bytes <= 1 << 20
+    assert len(store) == (1 << 20) // 10_000
+    assert await store.get("user-999") is not None and await store.get("user-0") is None
+    await store.set("huge", "x" * (2 << 20), ttl=60.0)  # larger than the bound: not kept
+    assert await store.get("huge") is None and await store.get("user-999") is not None
+
+
+async def test_memory_store_entries_expire() -> None:
+    store = MemoryStore(max_entries=10)
+    await store.set("k", "v", ttl=0.0)
+    assert await store.get("k") is None and store.stored_bytes == 0
 
 
 async def test_memory_store_evicts_the_least_recently_used() -> None:

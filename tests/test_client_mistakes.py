@@ -112,15 +112,15 @@ def test_a_bug_is_masked_and_logged_once_with_the_request_id(
 ) -> None:
     from snapgraph.graph.types import Snapshot
 
-    def broken(cls: type, info: object) -> None:
+    def broken(cls: type, row: object) -> None:
         raise RuntimeError("a bug of ours")
 
     monkeypatch.setattr(Snapshot, "from_row", classmethod(broken))
+    # Introspection beside the list: graphql-core runs it (the path that builds Snapshots).
+    query = "{ snapshots { id } __schema { queryType { name } } }"
     with caplog.at_level(logging.DEBUG):
         response = gateway.http.post(
-            "/graphql",
-            json={"query": "{ snapshots { id } }"},
-            headers={"X-Request-ID": "bug-1", **ALICE_KEY},
+            "/graphql", json={"query": query}, headers={"X-Request-ID": "bug-1", **ALICE_KEY}
         )
     result = response.json()
     assert result["errors"] == [
@@ -134,6 +134,30 @@ def test_a_bug_is_masked_and_logged_once_with_the_request_id(
     assert "a bug of ours" not in response.text
     logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(logged) == 1 and "bug-1" in logged[0].getMessage() and logged[0].exc_info
+
+
+def test_a_bug_outside_any_field_is_a_500_in_graphql_shape_logged_once(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snapgraph.execution.plan import ItemShape
+
+    def broken(self: object, row: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(ItemShape, "build", broken)
+    with caplog.at_level(logging.DEBUG):
+        response = gateway.http.post(
+            "/graphql",
+            json={"query": "{ snapshots { id } }"},
+            headers={"X-Request-ID": "bug-2", **ALICE_KEY},
+        )
+    assert response.status_code == 500
+    assert response.json() == {
+        "errors": [{"message": "Unexpected error.", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]
+    }
+    assert response.headers["x-request-id"] == "bug-2"
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and "bug-2" in logged[0].getMessage() and logged[0].exc_info
 
 
 def test_introspection_can_be_turned_off(start_gateway: Any, upstream: Upstream) -> None:

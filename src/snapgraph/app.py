@@ -27,6 +27,7 @@ from snapgraph.errors import ConfigError
 from snapgraph.execution.document import Documents
 from snapgraph.execution.executor import Executor
 from snapgraph.execution.limits import DocumentLimits
+from snapgraph.execution.response_cache import ResponseCache
 from snapgraph.graph.schema import build_schema, graphql_schema
 from snapgraph.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from snapgraph.metrics import Metrics
@@ -152,7 +153,11 @@ def _start_gateway(
         transport=transport,
         metrics=metrics,
     )
-    store = build_store(settings.cache_url, max_entries=settings.cache_max_entries)
+    store = build_store(
+        settings.cache_url,
+        max_entries=settings.cache_max_entries,
+        max_bytes=settings.cache_max_bytes,
+    )
     # Without Redis the secret need not survive a restart: the memory cache does not either.
     secret = (settings.cache_secret or secrets.token_hex(32)).encode()
     cache = SnapshotCache(
@@ -163,11 +168,14 @@ def _start_gateway(
         # A lease outlives the slowest upstream call it guards, so waiters rarely fetch twice.
         lease_seconds=settings.upstream_timeout + settings.upstream_connect_timeout + 1,
         metrics=metrics,
+        decoded_max_bytes=settings.cache_max_bytes // 4,
     )
     documents = Documents(
         graphql_schema(schema), document_limits(settings), max_tokens=settings.max_tokens
     )
-    executor = Executor(graphql_schema(schema))
+    executor = Executor(
+        graphql_schema(schema), response_cache=ResponseCache(settings.response_cache_max_bytes)
+    )
     return Gateway(
         settings, schema, client, store, cache, persisted_queries, metrics, documents, executor
     )

@@ -1,7 +1,8 @@
 """Where cache entries live: aiocache backends behind one small `Store` interface.
 
-- `MemoryStore`: aiocache's in-process memory cache, bounded (LRU) because aiocache 0.12.3's
-  is not.
+- `MemoryStore`: in-process, bounded by entries and by bytes (LRU), expiring by TTL. Ours
+  rather than aiocache's SimpleMemoryCache: that one has no bound, and bounding it meant
+  overriding its private methods (and it schedules a timer per key for expiry).
 - `RedisStore`: aiocache's Redis cache, shared by every gateway process; it also offers the
   lease (`SET NX PX`) that lets one process fetch while the others wait. aiocache's `RedLock`
   cannot do that: it only wakes waiters inside the process that holds it.
@@ -22,7 +23,7 @@ from collections import OrderedDict
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from aiocache import RedisCache, SimpleMemoryCache
+from aiocache import RedisCache
 from aiocache.serializers import StringSerializer
 from redis.exceptions import RedisError
 
@@ -48,28 +49,6 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-class _LRUMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
-    """aiocache's memory cache with an upper bound on entries, evicting the least recently used."""
-
-    def __init__(self, max_entries: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.max_entries = max_entries
-        self._cache: OrderedDict[str, object] = OrderedDict()
-
-    async def _get(self, key: str, encoding: str = "utf-8", _conn: Any = None) -> object:
-        value = self._cache.get(key)
-        if value is not None:
-            self._cache.move_to_end(key)
-        return value
-
-    async def _set(self, key: str, value: object, ttl: Any = None, *args: Any, **kw: Any) -> Any:
-        result = await super()._set(key, value, ttl, *args, **kw)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.max_entries:
-            await self._delete(next(iter(self._cache)))
-        return result
-
-
 class _AiocacheStore:
     """Text values with a TTL in an aiocache cache (`self.cache`)."""
 
@@ -84,14 +63,49 @@ class _AiocacheStore:
         await self.cache.set(key, value, ttl=float(ttl))
 
 
-class MemoryStore(_AiocacheStore):
-    """In-process, bounded; its lease always succeeds (the in-process single flight suffices)."""
+class MemoryStore:
+    """In-process, bounded; its lease always succeeds (the in-process single flight suffices).
 
-    def __init__(self, max_entries: int) -> None:
-        self.cache = _LRUMemoryCache(max_entries, serializer=StringSerializer(), timeout=0)
+    Values are text, counted by length: a value larger than the whole bound is not kept.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int = 256 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._values: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._bytes = 0
 
     def __len__(self) -> int:
-        return len(self.cache._cache)
+        return len(self._values)
+
+    @property
+    def stored_bytes(self) -> int:
+        return self._bytes
+
+    async def get(self, key: str) -> str | None:
+        held = self._values.get(key)
+        if held is None:
+            return None
+        expires_at, value = held
+        if time.monotonic() >= expires_at:
+            self._drop(key)
+            return None
+        self._values.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        self._drop(key)
+        if len(value) > self.max_bytes:
+            return
+        self._values[key] = (time.monotonic() + ttl, value)
+        self._bytes += len(value)
+        while len(self._values) > self.max_entries or self._bytes > self.max_bytes:
+            self._drop(next(iter(self._values)))
+
+    def _drop(self, key: str) -> None:
+        held = self._values.pop(key, None)
+        if held is not None:
+            self._bytes -= len(held[1])
 
     async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
         return True
@@ -106,7 +120,8 @@ class MemoryStore(_AiocacheStore):
         return "memory"
 
     async def close(self) -> None:
-        await self.cache.clear()
+        self._values.clear()
+        self._bytes = 0
 
 
 class RedisStore(_AiocacheStore):
@@ -216,9 +231,9 @@ class FailoverStore:
         self._down_until = time.monotonic() + self.retry_after
 
 
-def build_store(cache_url: str, *, max_entries: int) -> Store:
+def build_store(cache_url: str, *, max_entries: int, max_bytes: int = 256 << 20) -> Store:
     """The store a `SNAPGRAPH_CACHE_URL` names: memory://, or Redis with an in-process fallback."""
-    memory = MemoryStore(max_entries)
+    memory = MemoryStore(max_entries, max_bytes)
     if cache_url == "memory://":
         return memory
     return FailoverStore(RedisStore(cache_url), memory)

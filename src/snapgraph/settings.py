@@ -71,6 +71,16 @@ class Settings:
     cache_max_entries: int = _setting(
         10_000, "Most entries the in-process cache holds; least recently used go first."
     )
+    cache_max_bytes: int = _setting(
+        256 << 20,
+        "Most bytes the in-process cache holds (entries' JSON text); least recently used go "
+        "first. Decoded entries for fast hits take up to a quarter of it more.",
+    )
+    response_cache_max_bytes: int = _setting(
+        64 << 20,
+        "Most bytes of serialized answers kept for repeated operations (same caller, "
+        "document, variables, upstream answer). 0 turns it off.",
+    )
     federation_version: str = _setting("2.11", "Apollo Federation version of the subgraph SDL.")
     graphiql: bool = _setting(True, "Serve the GraphiQL explorer at GET /graphql.")
     metrics: bool = _setting(True, "Serve Prometheus metrics at GET /metrics.")
@@ -271,6 +281,8 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("cache_ttl", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
     ("cache_stale_window", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
     ("cache_max_entries", lambda v: v >= 1, "must be at least 1"),
+    ("cache_max_bytes", lambda v: v >= 1 << 20, "must be at least 1048576 (1 MiB)"),
+    ("response_cache_max_bytes", lambda v: v >= 0, "must be 0 (off) or a number of bytes"),
     (
         "federation_version",
         lambda v: v in FEDERATION_VERSIONS,

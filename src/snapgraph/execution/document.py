@@ -35,6 +35,7 @@ from graphql import (
 
 from snapgraph.errors import DocumentInvalid, DocumentParseFailed, OperationResolutionFailure
 from snapgraph.execution.limits import DocumentLimits, limit_rules
+from snapgraph.execution.plan import Plan
 
 CACHED_DOCUMENTS = 256
 CACHED_SOURCE_BYTES = 1 << 20
@@ -56,6 +57,8 @@ class PreparedDocument:
     document: DocumentNode
     validation_errors: list[GraphQLError] | None = field(default=None)
     source: str = ""
+    # Compiled plans by operation name (None: graphql-core runs it); filled by the executor.
+    plans: dict[str | None, Plan | None] = field(default_factory=dict)
 
     def operation(self, name: str | None) -> OperationDefinitionNode:
         """The operation to run: the one named `name`, or the only one."""

@@ -1,5 +1,8 @@
-"""Runs a validated operation with graphql-core and turns the outcome into a response.
+"""Runs a validated operation and serializes its response.
 
+- A plan (`plan.py`), when the operation has one, answers the common case from cached rows,
+  and a repeated operation of the same caller over the same upstream answer comes from the
+  response cache. Everything else, and every case the plan declines, runs on graphql-core.
 - Each root field answers with a `Reported` value; `_FieldReports` (a graphql-core
   middleware, created per execution) unwraps it, puts that field's broken-item errors at the
   field's own path and notes its staleness.
@@ -8,20 +11,21 @@
 - A `GatewayError` keeps its message and code. Anything else is a bug of ours: the caller
   sees "Unexpected error." (INTERNAL_SERVER_ERROR) and it is logged once, with the request id.
 
-    executor = Executor(schema)
-    response = await executor.execute(document, context, variables={}, operation_name=None)
+    executor = Executor(schema, response_cache=ResponseCache(64 << 20))
+    body = await executor.execute(prepared, context, variables={}, operation_name=None)
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from graphql import (
-    DocumentNode,
     ExecutionResult,
     GraphQLError,
     GraphQLResolveInfo,
@@ -30,6 +34,10 @@ from graphql import (
 )
 
 from snapgraph.errors import GatewayError, VariablesInvalid
+from snapgraph.execution.compiled import start_plan
+from snapgraph.execution.document import PreparedDocument
+from snapgraph.execution.plan import Plan, Planner
+from snapgraph.execution.response_cache import ResponseCache, response_key
 from snapgraph.graph.context import Context
 from snapgraph.graph.reports import Reported, broken_item_error
 
@@ -61,8 +69,15 @@ class _FieldReports:
 
     def __init__(self, query_type: object) -> None:
         self._query_type = query_type
-        self.errors: list[GraphQLError] = []
+        self._errors: dict[str, list[GraphQLError]] = {}
         self.stale_age: float | None = None
+
+    def errors(self, data: dict[str, Any] | None) -> list[GraphQLError]:
+        """The reports in the order of the fields in `data` (document order), whichever field
+        finished first: fetches of different lists complete in any order."""
+        order = {key: position for position, key in enumerate(data or {})}
+        keys = sorted(self._errors, key=lambda key: order.get(key, len(order)))
+        return [error for key in keys for error in self._errors[key]]
 
     def resolve(
         self, next_: Callable[..., Any], root: Any, info: GraphQLResolveInfo[Any], **args: Any
@@ -77,9 +92,10 @@ class _FieldReports:
         if not isinstance(value, Reported):
             return value
         path = info.path.as_list()
+        reports = self._errors.setdefault(str(info.path.key), [])
         for item in value.broken:
             error = broken_item_error(item)
-            self.errors.append(
+            reports.append(
                 GraphQLError(
                     str(error),
                     nodes=info.field_nodes,
@@ -94,24 +110,48 @@ class _FieldReports:
 
 
 class Executor:
-    """Executes operations of one schema; stateless between requests."""
+    """Executes operations of one schema; shares only the response cache between requests."""
 
-    def __init__(self, schema: GraphQLSchema) -> None:
+    def __init__(self, schema: GraphQLSchema, *, response_cache: ResponseCache) -> None:
         self._schema = schema
+        self._planner = Planner(schema)
+        self.response_cache = response_cache
+        # How operations were answered: "cached", "compiled" or "graphql-core".
+        self.paths: Counter[str] = Counter()
 
     async def execute(
         self,
-        document: DocumentNode,
+        prepared: PreparedDocument,
+        context: Context,
+        *,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> bytes:
+        """Run the (validated) operation; its serialized response. Raises `VariablesInvalid`."""
+        plan = self._plan(prepared, operation_name)
+        if plan is not None:
+            body = await self._planned(prepared, plan, context, variables, operation_name)
+            if body is not None:
+                return body
+        self.paths["graphql-core"] += 1
+        response = await self.execute_general(
+            prepared, context, variables=variables, operation_name=operation_name
+        )
+        return orjson.dumps(response.to_dict())
+
+    async def execute_general(
+        self,
+        prepared: PreparedDocument,
         context: Context,
         *,
         variables: dict[str, Any] | None,
         operation_name: str | None,
     ) -> GraphQLResponse:
-        """Run the (validated) operation; raises `VariablesInvalid` for bad variables."""
+        """The operation run by graphql-core: the reference every fast path is tested against."""
         reports = _FieldReports(self._schema.query_type)
         outcome = execute(
             self._schema,
-            document,
+            prepared.document,
             context_value=context,
             variable_values=variables,
             operation_name=operation_name,
@@ -119,6 +159,34 @@ class Executor:
         )
         result = await outcome if isinstance(outcome, Awaitable) else outcome
         return self._response(result, reports, context.request_id)
+
+    def _plan(self, prepared: PreparedDocument, operation_name: str | None) -> Plan | None:
+        if operation_name not in prepared.plans:
+            operation = prepared.operation(operation_name)
+            prepared.plans[operation_name] = self._planner.compile(prepared.document, operation)
+        return prepared.plans[operation_name]
+
+    async def _planned(
+        self,
+        prepared: PreparedDocument,
+        plan: Plan,
+        context: Context,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> bytes | None:
+        run = await start_plan(self._schema, plan, context, variables)
+        if run is None:
+            return None
+        if run.stale:
+            self.paths["compiled"] += 1
+            return orjson.dumps(await run.body())
+        key = response_key(run.versions, prepared.source, operation_name, variables)
+        cached = self.response_cache.get(key)
+        if cached is not None:
+            self.paths["cached"] += 1
+            return cached
+        self.paths["compiled"] += 1
+        return self.response_cache.put(key, orjson.dumps(await run.body()))
 
     def _response(
         self, result: ExecutionResult, reports: _FieldReports, request_id: str
@@ -131,7 +199,7 @@ class Executor:
         extensions: dict[str, Any] = {}
         if reports.stale_age is not None:
             extensions = {"stale": True, "staleAgeSeconds": round(reports.stale_age)}
-        return GraphQLResponse(result.data, [*visible, *reports.errors], extensions)
+        return GraphQLResponse(result.data, [*visible, *reports.errors(result.data)], extensions)
 
 
 def _visible(error: GraphQLError, request_id: str) -> GraphQLError:

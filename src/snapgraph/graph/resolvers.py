@@ -14,6 +14,11 @@ from snapgraph.graph.types import Snapshot, SnapshotType
 UPSTREAM_TYPE = {SnapshotType.USER: "user", SnapshotType.SYSTEM: "system"}
 
 
+def upstream_type(value: SnapshotType | None) -> str | None:
+    """The upstream's `?type=` for a `type` argument (None: no filter)."""
+    return UPSTREAM_TYPE[value] if value is not None else None
+
+
 @strawberry.type(description="Read access to the caller's VM snapshots.")
 class Query:
     @strawberry.field(
@@ -31,7 +36,7 @@ class Query:
             ),
         ] = None,
     ) -> Reported[list[Snapshot]]:
-        answer = await info.context.snapshots.snapshots(UPSTREAM_TYPE[type] if type else None)
+        answer = await info.context.snapshots.snapshots(upstream_type(type))
         info.context.budget.charge(len(answer.rows) * selected_leaves(info))
         snapshots = [Snapshot.from_row(row) for row in answer.rows]
         return Reported(snapshots, answer.broken, answer.stale_age)

@@ -1,0 +1,165 @@
+"""Running a compiled plan: fetch the lists its root fields need, build the answer from rows.
+
+The fast path serves the common case only, and says so by answering None: variables that do
+not coerce, a root field that fails (no credentials, upstream errors), an answer over the
+result budget. The executor then runs graphql-core, which reports those exactly as it always
+has; the request's data source has already fetched, so nothing is fetched twice.
+
+What it does serve must be byte for byte what graphql-core would have served: data in
+CollectFields order, broken-item errors at each root field's path (with the locations of
+every node merged into it), and the staleness flag (tests/test_compiled_plans.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSchema
+from graphql.execution import VariableValues, get_argument_values, get_variable_values
+
+from snapgraph.execution.plan import TYPENAME, Plan, RootGroup
+from snapgraph.graph.context import Context
+from snapgraph.graph.reports import broken_item_error
+from snapgraph.graph.resolvers import upstream_type
+from snapgraph.upstream.models import BrokenItem
+from snapgraph.upstream.source import SnapshotList
+
+# Build this many items between yields to the event loop: a 10,000-item answer must not
+# hold up another user's small request for its whole duration.
+ITEMS_PER_SLICE = 2_000
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A plan ready to build: its root groups and the lists they use, all fetched."""
+
+    schema: GraphQLSchema
+    variables: VariableValues
+    groups: list[RootGroup]
+    answers: list[SnapshotList | None]
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The upstream answers the response is made of (same versions, same response)."""
+        return tuple(answer.version for answer in self.answers if answer is not None)
+
+    @property
+    def stale(self) -> bool:
+        return any(answer.stale_age is not None for answer in self.answers if answer is not None)
+
+    async def body(self) -> dict[str, Any]:
+        """The response, as graphql-core would have answered it."""
+        data: dict[str, Any] = {}
+        errors: list[dict[str, Any]] = []
+        for group, answer in zip(self.groups, self.answers, strict=True):
+            data[group.key], broken = await _value(group, answer, self.variables, self.schema)
+            errors += [_report(group, item) for item in broken]
+        return _body(data, errors, [answer for answer in self.answers if answer is not None])
+
+
+async def start_plan(
+    schema: GraphQLSchema,
+    plan: Plan,
+    context: Context,
+    variables: dict[str, Any] | None,
+) -> PlannedRun | None:
+    """The planned operation with its lists fetched, or None when graphql-core must answer."""
+    coerced = get_variable_values(
+        schema, plan.operation.variable_definitions or (), variables or {}
+    )
+    if not isinstance(coerced, VariableValues):
+        return None
+    groups = plan.groups(coerced)
+    answers = await _answers(schema, groups, context, coerced)
+    if answers is None or _over_budget(groups, answers, context.budget.limit):
+        return None
+    return PlannedRun(schema, coerced, groups, answers)
+
+
+async def _answers(
+    schema: GraphQLSchema, groups: list[RootGroup], context: Context, variables: VariableValues
+) -> list[SnapshotList | None] | None:
+    """Each group's list (None for `__typename`), fetched together; None if any fetch fails."""
+    list_types = {
+        group.key: _list_type(schema, group, variables)
+        for group in groups
+        if group.name != TYPENAME
+    }
+    distinct = list(dict.fromkeys(list_types.values()))
+    fetched = await asyncio.gather(
+        *(context.snapshots.snapshots(list_type) for list_type in distinct),
+        return_exceptions=True,
+    )
+    lists: dict[str | None, SnapshotList] = {}
+    for list_type, result in zip(distinct, fetched, strict=True):
+        if isinstance(result, BaseException):
+            return None  # graphql-core reports it (the source re-raises the same error)
+        lists[list_type] = result
+    return [lists[list_types[group.key]] if group.key in list_types else None for group in groups]
+
+
+def _list_type(schema: GraphQLSchema, group: RootGroup, variables: VariableValues) -> str | None:
+    if group.name != "snapshots":
+        return None  # snapshot(id:) looks in the caller's whole list, as its resolver does
+    assert schema.query_type is not None
+    field = schema.query_type.fields["snapshots"]
+    return upstream_type(get_argument_values(field, group.nodes[0], variables).get("type"))
+
+
+def _over_budget(groups: list[RootGroup], answers: list[SnapshotList | None], limit: int) -> bool:
+    """The same charge as the resolvers make: items times leaf selections, per list field."""
+    spent = sum(
+        len(answer.rows) * max(1, group.leaf_count)
+        for group, answer in zip(groups, answers, strict=True)
+        if group.name == "snapshots" and answer is not None
+    )
+    return spent > limit
+
+
+async def _value(
+    group: RootGroup, answer: SnapshotList | None, variables: VariableValues, schema: GraphQLSchema
+) -> tuple[Any, tuple[BrokenItem, ...]]:
+    if group.name == TYPENAME or answer is None:
+        return "Query", ()
+    if group.name == "snapshot":
+        assert schema.query_type is not None
+        field = schema.query_type.fields["snapshot"]
+        snapshot_id = str(get_argument_values(field, group.nodes[0], variables)["id"])
+        row = answer.find(snapshot_id)
+        if row is not None:
+            return group.shape.build(row), ()
+        return None, answer.broken_about(snapshot_id)
+    return await _items(group, answer), answer.broken
+
+
+async def _items(group: RootGroup, answer: SnapshotList) -> list[dict[str, Any]]:
+    build, rows = group.shape.build, answer.rows
+    if len(rows) <= ITEMS_PER_SLICE:
+        return [build(row) for row in rows]
+    items: list[dict[str, Any]] = []
+    for start in range(0, len(rows), ITEMS_PER_SLICE):
+        items += [build(row) for row in rows[start : start + ITEMS_PER_SLICE]]
+        await asyncio.sleep(0)
+    return items
+
+
+def _report(group: RootGroup, item: BrokenItem) -> dict[str, Any]:
+    error = broken_item_error(item)
+    located = GraphQLError(
+        str(error), nodes=list(group.nodes), path=[group.key], extensions=error.extensions
+    )
+    return dict(located.formatted)
+
+
+def _body(
+    data: dict[str, Any], errors: list[dict[str, Any]], answers: list[SnapshotList]
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"data": data}
+    if errors:
+        body["errors"] = errors
+    stale_ages = [answer.stale_age for answer in answers if answer.stale_age is not None]
+    if stale_ages:
+        body["extensions"] = {"stale": True, "staleAgeSeconds": round(max(stale_ages))}
+    return body

@@ -1,0 +1,330 @@
+"""The compiled path is proven equal to graphql-core, not assumed: generated documents run
+through both, over the same cached data, and must give the same JSON bytes (data, errors,
+paths, locations, extensions). graphql-core is the reference (`execute_general`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis_graphql import queries as schema_queries
+
+from snapgraph.cache import SnapshotCache
+from snapgraph.cache_backends import MemoryStore
+from snapgraph.errors import GraphQLRequestInvalid
+from snapgraph.execution.document import Documents
+from snapgraph.execution.executor import Executor
+from snapgraph.execution.limits import DocumentLimits
+from snapgraph.execution.response_cache import ResponseCache
+from snapgraph.graph.context import Context, ResultBudget
+from snapgraph.graph.schema import build_schema, graphql_schema
+from snapgraph.upstream.models import Credentials
+from snapgraph.upstream.source import SnapshotSource
+
+SCHEMA = build_schema()
+GRAPHQL_SCHEMA = graphql_schema(SCHEMA)
+LEAVES = [
+    "id", "name", "status", "sourceVmId", "snapshotType", "type", "ociImage", "vcpuCount",
+    "memoryMb", "sizeBytes", "isPublic", "lastError", "createdAt", "updatedAt", "__typename",
+]  # fmt: skip
+
+
+def item(n: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"s{n}",
+        "name": None if n % 3 == 0 else f"snapshot {n}",
+        "status": "ready",
+        "source_vm_id": f"vm-{n}" if n % 2 else None,
+        "snapshot_type": "full",
+        "type": "system" if n % 4 == 0 else "user",
+        "vcpu_count": n % 8 or None,
+        "memory_mb": 512 * n,
+        "size_bytes": 2**40 + n,
+        "is_public": n % 4 == 0,
+        "created_at": f"2026-01-{n % 28 + 1:02d}T10:00:00Z",
+        "updated_at": f"2026-02-{n % 28 + 1:02d}T10:00:00+02:00",
+        **fields,
+    }
+
+
+BROKEN = [
+    item(90, status=None),
+    {"name": "no id"},
+    item(91, created_at="2026-01-01"),
+    item(92, vcpu_count=2**40),
+]
+
+
+class ListClient:
+    """Stands in for the upstream client: the differential test is about execution, over data
+    the cache already holds; HTTP is covered everywhere else."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    async def list_snapshots(self, credentials: Any, list_type: Any, *, request_id: str) -> Any:
+        if list_type is None:
+            return self.items
+        return [i for i in self.items if i.get("type", "user") == list_type]
+
+
+class Harness:
+    def __init__(self, items: list[dict[str, Any]], budget: int = 300_000) -> None:
+        self.cache = SnapshotCache(
+            MemoryStore(100), secret=b"k" * 32, ttl=60, stale_window=60, lease_seconds=1
+        )
+        self.client = ListClient(items)
+        self.documents = Documents(GRAPHQL_SCHEMA, DocumentLimits(), max_tokens=5000)
+        self.executor = Executor(GRAPHQL_SCHEMA, response_cache=ResponseCache(1 << 20))
+        self.budget = budget
+
+    def context(self, credentials: Credentials) -> Context:
+        source = SnapshotSource(
+            client=self.client,  # type: ignore[arg-type]
+            cache=self.cache,
+            credentials=credentials,
+            request_id="r",
+        )
+        return Context("r", source, ResultBudget(self.budget), 5000)
+
+    async def both(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        operation_name: str | None = None,
+        credentials: Credentials = Credentials(api_key="alice"),
+    ) -> tuple[bytes, bytes]:
+        prepared = self.documents.prepare(query)
+        self.documents.validate(prepared)
+        try:
+            general = await self.executor.execute_general(
+                prepared,
+                self.context(credentials),
+                variables=variables,
+                operation_name=operation_name,
+            )
+        except GraphQLRequestInvalid as refused:
+            general_body = orjson.dumps([error.formatted for error in refused.errors])
+        else:
+            general_body = orjson.dumps(general.to_dict())
+        try:
+            fast = await self.executor.execute(
+                prepared,
+                self.context(credentials),
+                variables=variables,
+                operation_name=operation_name,
+            )
+        except GraphQLRequestInvalid as refused:
+            fast = orjson.dumps([error.formatted for error in refused.errors])
+        return fast, general_body
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+EDGE_CASES = [
+    ("{ snapshots { id } }", None),
+    ("{ a: snapshots { id name } a: snapshots { name sizeBytes } }", None),
+    (
+        "{ a: snapshots(type: USER) { id } b: snapshots(type: SYSTEM) { id } c: snapshots { id } }",
+        None,
+    ),
+    ('{ one: snapshot(id: "s1") { id createdAt } two: snapshot(id: "nope") { id } }', None),
+    ('{ broken: snapshot(id: "s90") { id } }', None),
+    ("{ __typename snapshots { __typename t: __typename id } }", None),
+    (
+        "{ snapshots { ...F ...F ...G } } fragment F on Snapshot { id name } fragment G on Snapshot { name id }",
+        None,
+    ),
+    ("{ snapshots { ... on Snapshot { id } ... { name } } }", None),
+    ("query ($s: Boolean!) { snapshots { id name @skip(if: $s) } }", {"s": True}),
+    ("query ($s: Boolean!) { snapshots { id name @skip(if: $s) } }", {"s": False}),
+    (
+        "query ($i: Boolean!) { snapshots { ...F @include(if: $i) id } } fragment F on Snapshot { name id }",
+        {"i": False},
+    ),
+    (
+        "query ($i: Boolean!) { a: snapshots @include(if: $i) { id } b: snapshots { name } }",
+        {"i": False},
+    ),
+    ("query ($s: Boolean!) { snapshots { name @skip(if: $s) id name } }", {"s": True}),
+    ("query ($t: SnapshotType) { snapshots(type: $t) { id } }", {"t": "SYSTEM"}),
+    ("query ($t: SnapshotType) { snapshots(type: $t) { id } }", {}),
+    ("query ($t: SnapshotType = USER) { snapshots(type: $t) { id } }", {}),
+    ("query ($id: ID!) { snapshot(id: $id) { id sizeBytes } }", {"id": "s2"}),
+    ("query ($id: ID!) { snapshot(id: $id) { id } }", {"id": 2}),
+    ("query ($id: ID!) { snapshot(id: $id) { id } }", {"id": None}),
+    ("query ($t: SnapshotType) { snapshots(type: $t) { id } }", {"t": "BOGUS"}),
+    ("query A { __typename } query B { snapshots { id } }", None),
+]
+
+
+@pytest.mark.parametrize(("query", "variables"), EDGE_CASES)
+def test_hand_written_edge_cases_match_graphql_core(query: str, variables: Any) -> None:
+    harness = Harness([item(n) for n in range(1, 12)] + BROKEN)
+    operation = "B" if "query A" in query else None
+    fast, general = run(harness.both(query, variables, operation))
+    assert fast == general
+    refused = b"BAD_USER_INPUT" in fast
+    assert harness.executor.paths == ({"graphql-core": 1} if refused else {"compiled": 1})
+
+
+def test_without_credentials_both_paths_say_unauthenticated() -> None:
+    harness = Harness([item(1)])
+    fast, general = run(
+        harness.both(
+            '{ a: snapshots { id } b: snapshot(id: "s1") { id } }', credentials=Credentials()
+        )
+    )
+    assert fast == general and b"UNAUTHENTICATED" in fast
+
+
+def test_over_the_result_budget_both_paths_refuse_alike() -> None:
+    harness = Harness([item(n) for n in range(1, 50)], budget=100)
+    fast, general = run(harness.both("{ a: snapshots { id name } b: snapshots { id } }"))
+    assert fast == general and b"MAX_RESULT_VALUES_LIMIT" in fast
+
+
+def test_a_stale_answer_is_flagged_alike_on_both_paths() -> None:
+    harness = Harness([item(n) for n in range(1, 5)] + BROKEN)
+
+    async def scenario() -> tuple[bytes, bytes, bytes]:
+        harness.cache.ttl = 0.01
+        first = await harness.both("{ snapshots { id } }")
+        await asyncio.sleep(0.02)
+        from snapgraph.errors import UpstreamUnavailable
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise UpstreamUnavailable()
+
+        harness.client.list_snapshots = down  # type: ignore[method-assign]
+        fast, general = await harness.both('{ snapshots { id } one: snapshot(id: "s1") { id } }')
+        return first[0], fast, general
+
+    first, fast, general = run(scenario())
+    assert fast == general
+    assert json.loads(fast)["extensions"]["stale"] is True
+
+
+# Generated documents: aliases from small pools (so fields merge), fragments, conditions.
+CONDITION = st.sampled_from(
+    [
+        "",
+        " @skip(if: $s)",
+        " @include(if: $i)",
+        " @skip(if: false)",
+        " @include(if: true)",
+        " @include(if: false)",
+    ]
+)
+
+
+@st.composite
+def leaf_selection(draw: st.DrawFn) -> str:
+    field = draw(st.sampled_from(LEAVES))
+    alias = draw(st.sampled_from(["", "", "x: ", "y: "]))
+    if alias and draw(st.booleans()):
+        alias = ""
+    text = f"{alias}{field}{draw(CONDITION)}"
+    return text if alias == "" else f"{alias}{field}"  # an alias reused must name one field
+
+
+@st.composite
+def item_selection(draw: st.DrawFn) -> str:
+    parts = draw(st.lists(leaf_selection(), min_size=1, max_size=6))
+    wrap = draw(st.sampled_from(["plain", "inline", "spread"]))
+    if wrap == "inline":
+        return "{ ... on Snapshot" + draw(CONDITION) + " { " + " ".join(parts) + " } id }"
+    if wrap == "spread":
+        return "{ ...Item" + draw(CONDITION) + " " + parts[0] + " }"
+    return "{ " + " ".join(parts) + " }"
+
+
+@st.composite
+def document(draw: st.DrawFn) -> str:
+    roots = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["list", "typed", "one", "typename"]))
+        condition = draw(CONDITION)
+        if kind == "typename":
+            roots.append(f"{draw(st.sampled_from(['', 't: ']))}__typename{condition}")
+        elif kind == "one":
+            snapshot_id = draw(st.sampled_from(["s1", "s2", "s90", "nope", "$id"]))
+            argument = snapshot_id if snapshot_id == "$id" else f'"{snapshot_id}"'
+            alias = draw(st.sampled_from(["", "o1: ", "o2: "]))
+            roots.append(f"{alias}snapshot(id: {argument}){condition} {draw(item_selection())}")
+        else:
+            argument = (
+                ""
+                if kind == "list"
+                else f"(type: {draw(st.sampled_from(['USER', 'SYSTEM', '$t']))})"
+            )
+            alias = draw(st.sampled_from(["", "l1: ", "l2: "]))
+            roots.append(f"{alias}snapshots{argument}{condition} {draw(item_selection())}")
+    body = " ".join(roots)
+    declared = {
+        "s": "$s: Boolean = false",
+        "i": "$i: Boolean = true",
+        "id": '$id: ID = "s3"',
+        "t": "$t: SnapshotType = SYSTEM",
+    }
+    used = [text for name, text in declared.items() if re.search(rf"\${name}\b", body)]
+    variables = f"({', '.join(used)})" if used else ""
+    fragment = "fragment Item on Snapshot { id name sizeBytes createdAt __typename }"
+    return f"query Q{variables} {{ {body} }} " + (fragment if "...Item" in body else "")
+
+
+VARIABLES = st.fixed_dictionaries(
+    {},
+    optional={
+        "s": st.booleans(),
+        "i": st.booleans(),
+        "id": st.sampled_from(["s1", "s5", "s90", "x"]),
+        "t": st.sampled_from(["USER", "SYSTEM"]),
+    },
+)
+ITEMS = (
+    st.lists(st.integers(1, 40), max_size=25, unique=True)
+    .map(lambda numbers: [item(n) for n in numbers])
+    .flatmap(lambda items: st.sampled_from([items, items + BROKEN]))
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(query=document(), variables=VARIABLES, items=ITEMS)
+def test_generated_documents_match_graphql_core(
+    query: str, variables: dict[str, Any], items: list[dict[str, Any]]
+) -> None:
+    harness = Harness(items)
+    try:
+        harness.documents.validate(harness.documents.prepare(query))
+    except GraphQLRequestInvalid:
+        assume(False)  # e.g. one response key for two different fields
+    fast, general = run(harness.both(query, variables))
+    assert fast == general
+    assert harness.executor.paths == {"compiled": 1}  # the fast path ran, not a fallback
+    again, _ = run(harness.both(query, variables))  # now from the response cache
+    assert again == general
+    assert harness.executor.paths == {"compiled": 1, "cached": 1}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(query=schema_queries(GRAPHQL_SCHEMA, fields=["snapshots", "snapshot"]), items=ITEMS)
+def test_documents_generated_from_the_sdl_match_graphql_core(
+    query: str, items: list[dict[str, Any]]
+) -> None:
+    harness = Harness(items)
+    try:
+        harness.documents.validate(harness.documents.prepare(query))
+    except GraphQLRequestInvalid:
+        assume(False)
+    fast, general = run(harness.both(query))
+    assert fast == general
+    assert harness.executor.paths == {"compiled": 1}
