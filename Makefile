@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 VENDOR := src/snapgraph/web/static/vendor
 
-.PHONY: serve test check schema assets js bench clean
+.PHONY: serve test check schema assets js bench bench-cache clean
 
 serve: $(VENV)/.installed
 	@$(MAKE) --no-print-directory assets || echo "snapgraph: npm unavailable; the explorer will load GraphiQL from a CDN"
@@ -19,7 +19,12 @@ test: $(VENV)/.installed $(VENDOR)/.copied
 schema: $(VENV)/.installed
 	$(BIN)/snapgraph schema --output schema.graphql
 
+# The load generator is wrk, from Debian's package.
 bench: $(VENV)/.installed
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(BIN)/python benchmarks/bench.py
+
+bench-cache: $(VENV)/.installed
 	$(BIN)/python benchmarks/cache_bench.py --redis $${SNAPGRAPH_BENCH_REDIS_URL:-redis://127.0.0.1:6379/14}
 
 $(VENV)/.installed: pyproject.toml

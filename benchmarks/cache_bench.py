@@ -42,7 +42,7 @@ def free_port() -> int:
 @contextmanager
 def gateway(upstream_url: str, **env: str) -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603 (our own CLI)
+    process = subprocess.Popen(
         [sys.executable, "-m", "snapgraph", "serve", f"--port={port}", "--log-level=warning"],
         env={**os.environ, "SNAPGRAPH_UPSTREAM_URL": upstream_url, **env},
     )

@@ -55,7 +55,7 @@ def make_cache(store: MemoryStore | None = None, **kwargs: float) -> SnapshotCac
 class CountingFetch:
     def __init__(self, items: list | None = None, delay: float = 0.0) -> None:
         self.calls = 0
-        self.items = items if items is not None else [{"id": "a"}]
+        self.items = items if items is not None else [["a"]]
         self.delay = delay
         self.error: Exception | None = None
 
@@ -64,23 +64,23 @@ class CountingFetch:
         await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        return [dict(item) for item in self.items], []
+        return [list(item) for item in self.items], []
 
 
 async def test_concurrent_misses_of_one_key_fetch_once() -> None:
     cache, fetch = make_cache(), CountingFetch(delay=0.05)
     results = await asyncio.gather(*(cache.load("k", fetch, list_type=None) for _ in range(100)))
     assert fetch.calls == 1
-    assert all(result.items == ({"id": "a"},) for result in results)
+    assert all(result.items == (("a",),) for result in results)
 
 
 async def test_different_keys_never_share_a_fetch() -> None:
     cache = make_cache()
-    fetches = [CountingFetch([{"id": f"user-{n}"}], delay=0.05) for n in range(5)]
+    fetches = [CountingFetch([[f"user-{n}"]], delay=0.05) for n in range(5)]
     results = await asyncio.gather(
         *(cache.load(f"k{n}", fetch, list_type=None) for n, fetch in enumerate(fetches))
     )
-    assert [r.items for r in results] == [({"id": f"user-{n}"},) for n in range(5)]
+    assert [r.items for r in results] == [((f"user-{n}",),) for n in range(5)]
     assert [f.calls for f in fetches] == [1] * 5
 
 
@@ -88,11 +88,11 @@ async def test_a_cached_value_cannot_be_changed_by_the_request_that_reads_it() -
     cache, fetch = make_cache(), CountingFetch()
     first = await cache.load("k", fetch, list_type=None)
     with pytest.raises(TypeError):
-        first.items[0]["id"] = "tampered"
+        first.items[0][0] = "tampered"  # type: ignore[index]
     with pytest.raises(AttributeError):
-        first.items.append({"id": "injected"})  # type: ignore[attr-defined]
+        first.items.append(["injected"])  # type: ignore[attr-defined]
     second = await cache.load("k", fetch, list_type=None)
-    assert second.items == ({"id": "a"},) and fetch.calls == 1
+    assert second.items == (("a",),) and fetch.calls == 1
 
 
 async def test_a_caller_hanging_up_does_not_cancel_the_shared_fetch() -> None:
@@ -101,7 +101,7 @@ async def test_a_caller_hanging_up_does_not_cancel_the_shared_fetch() -> None:
     patient = asyncio.ensure_future(cache.load("k", fetch, list_type=None))
     await asyncio.sleep(0.02)
     impatient.cancel()
-    assert (await patient).items == ({"id": "a"},)
+    assert (await patient).items == (("a",),)
     assert fetch.calls == 1
 
 
@@ -111,7 +111,7 @@ async def test_errors_are_not_cached() -> None:
     with pytest.raises(UpstreamBadResponse):
         await cache.load("k", fetch, list_type=None)
     fetch.error = None
-    assert (await cache.load("k", fetch, list_type=None)).items == ({"id": "a"},)
+    assert (await cache.load("k", fetch, list_type=None)).items == (("a",),)
     assert fetch.calls == 2
 
 
@@ -129,7 +129,7 @@ async def test_stale_entry_is_served_only_within_the_window() -> None:
     await asyncio.sleep(0.08)
     fetch.error = UpstreamUnavailable()
     stale = await cache.load("k", fetch, list_type=None)
-    assert stale.stale and stale.items == ({"id": "a"},)
+    assert stale.stale and stale.items == (("a",),)
     await asyncio.sleep(0.25)
     with pytest.raises(UpstreamUnavailable):
         await cache.load("k", fetch, list_type=None)
@@ -173,13 +173,13 @@ async def test_memory_store_evicts_the_least_recently_used() -> None:
 async def test_a_forged_or_swapped_entry_is_a_miss() -> None:
     store = MemoryStore(10)
     cache = make_cache(store)
-    alice, bob = CountingFetch([{"id": "alice-1"}]), CountingFetch([{"id": "bob-1"}])
+    alice, bob = CountingFetch([["alice-1"]]), CountingFetch([["bob-1"]])
     await cache.load("alice", alice, list_type=None)
     await cache.load("bob", bob, list_type=None)
     # Someone with write access to the store, but not the secret:
     await store.set("alice", (await store.get("bob")) or "", ttl=60.0)
-    forged = CachedList([{"id": "planted"}], [], 1e12, None, "x").dumps()
+    forged = CachedList([["planted"]], [], 1e12, None, "x").dumps()
     await store.set("bob", "0" * 64 + "." + forged, ttl=60.0)
-    assert (await cache.load("alice", alice, list_type=None)).items == ({"id": "alice-1"},)
-    assert (await cache.load("bob", bob, list_type=None)).items == ({"id": "bob-1"},)
+    assert (await cache.load("alice", alice, list_type=None)).items == (("alice-1",),)
+    assert (await cache.load("bob", bob, list_type=None)).items == (("bob-1",),)
     assert (alice.calls, bob.calls) == (2, 2)

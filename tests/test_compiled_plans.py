@@ -27,6 +27,7 @@ from snapgraph.graph.schema import build_schema, graphql_schema
 from snapgraph.upstream.models import Credentials
 from snapgraph.upstream.source import SnapshotSource
 
+ALICE = Credentials(api_key="alice")
 SCHEMA = build_schema()
 GRAPHQL_SCHEMA = graphql_schema(SCHEMA)
 LEAVES = [
@@ -98,7 +99,7 @@ class Harness:
         query: str,
         variables: dict[str, Any] | None = None,
         operation_name: str | None = None,
-        credentials: Credentials = Credentials(api_key="alice"),
+        credentials: Credentials = ALICE,
     ) -> tuple[bytes, bytes]:
         prepared = self.documents.prepare(query)
         self.documents.validate(prepared)
@@ -140,14 +141,16 @@ EDGE_CASES = [
     ('{ broken: snapshot(id: "s90") { id } }', None),
     ("{ __typename snapshots { __typename t: __typename id } }", None),
     (
-        "{ snapshots { ...F ...F ...G } } fragment F on Snapshot { id name } fragment G on Snapshot { name id }",
+        "{ snapshots { ...F ...F ...G } } "
+        "fragment F on Snapshot { id name } fragment G on Snapshot { name id }",
         None,
     ),
     ("{ snapshots { ... on Snapshot { id } ... { name } } }", None),
     ("query ($s: Boolean!) { snapshots { id name @skip(if: $s) } }", {"s": True}),
     ("query ($s: Boolean!) { snapshots { id name @skip(if: $s) } }", {"s": False}),
     (
-        "query ($i: Boolean!) { snapshots { ...F @include(if: $i) id } } fragment F on Snapshot { name id }",
+        "query ($i: Boolean!) { snapshots { ...F @include(if: $i) id } } "
+        "fragment F on Snapshot { name id }",
         {"i": False},
     ),
     (
@@ -208,7 +211,7 @@ def test_a_stale_answer_is_flagged_alike_on_both_paths() -> None:
         fast, general = await harness.both('{ snapshots { id } one: snapshot(id: "s1") { id } }')
         return first[0], fast, general
 
-    first, fast, general = run(scenario())
+    _, fast, general = run(scenario())
     assert fast == general
     assert json.loads(fast)["extensions"]["stale"] is True
 

@@ -16,17 +16,17 @@ from snapgraph.cache import CachedList
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     calls = {"validate": 0, "decode": 0}
-    real_validate, real_loads = models.SnapshotInfo.model_validate, CachedList.loads.__func__
+    real_check, real_loads = models.quick_row, CachedList.loads.__func__
 
-    def validate(cls: Any, item: Any, **kwargs: Any) -> Any:
+    def check(item: Any) -> Any:
         calls["validate"] += 1
-        return real_validate(item, **kwargs)
+        return real_check(item)
 
     def loads(cls: Any, text: str) -> Any:
         calls["decode"] += 1
         return real_loads(cls, text)
 
-    monkeypatch.setattr(models.SnapshotInfo, "model_validate", classmethod(validate))
+    monkeypatch.setattr(models, "quick_row", check)
     monkeypatch.setattr(CachedList, "loads", classmethod(loads))
     assert source.check_items is models.check_items
     return calls

@@ -67,7 +67,7 @@ class CachedList:
     `derived`, or carries the same `fetch_id`, so it expires with it.
     """
 
-    items: Sequence[Any]  # frozen: shared by every request that reads the entry
+    items: Sequence[Sequence[Any]]  # rows of JSON values, frozen: shared by every reader
     broken: Sequence[Any]
     fetched_at: float
     list_type: str | None
@@ -100,7 +100,7 @@ class CachedList:
             if raw["format"] != ENTRY_FORMAT or not isinstance(raw["items"], list):
                 return None
             return cls(
-                frozen(raw["items"]),
+                frozen_rows(raw["items"]),
                 frozen(raw["broken"]),
                 float(raw["fetched_at"]),
                 raw["query"]["type"],
@@ -110,7 +110,8 @@ class CachedList:
             return None
 
 
-# A fetch answers with the checked items and the report of broken ones, both JSON values.
+# A fetch answers with the checked items (rows: lists of JSON scalars) and the report of
+# broken ones (any JSON values).
 Fetch = Callable[[], Awaitable[tuple[list[Any], list[Any]]]]
 
 
@@ -243,7 +244,15 @@ class SnapshotCache:
 
 
 def _new_entry(items: list[Any], broken: list[Any], list_type: str | None) -> CachedList:
-    return CachedList(frozen(items), frozen(broken), time.time(), list_type, secrets.token_hex(8))
+    rows = frozen_rows(items)
+    return CachedList(rows, frozen(broken), time.time(), list_type, secrets.token_hex(8))
+
+
+def frozen_rows(rows: list[Any]) -> tuple[tuple[Any, ...], ...]:
+    """Rows (lists of JSON scalars) as tuples: C-speed, since a row holds nothing mutable."""
+    if not all(type(row) is list for row in rows):
+        raise TypeError("cache entries hold rows: lists of JSON scalars")
+    return tuple(map(tuple, rows))
 
 
 def frozen(value: Any) -> Any:

@@ -133,7 +133,7 @@ class Executor:
             body = await self._planned(prepared, plan, context, variables, operation_name)
             if body is not None:
                 return body
-        self.paths["graphql-core"] += 1
+        self._answered_by("graphql-core", context)
         response = await self.execute_general(
             prepared, context, variables=variables, operation_name=operation_name
         )
@@ -178,15 +178,19 @@ class Executor:
         if run is None:
             return None
         if run.stale:
-            self.paths["compiled"] += 1
+            self._answered_by("compiled", context)
             return orjson.dumps(await run.body())
         key = response_key(run.versions, prepared.source, operation_name, variables)
         cached = self.response_cache.get(key)
         if cached is not None:
-            self.paths["cached"] += 1
+            self._answered_by("cached", context)
             return cached
-        self.paths["compiled"] += 1
+        self._answered_by("compiled", context)
         return self.response_cache.put(key, orjson.dumps(await run.body()))
+
+    def _answered_by(self, path: str, context: Context) -> None:
+        self.paths[path] += 1
+        logger.debug("answered by the %s path [request %s]", path, context.request_id)
 
     def _response(
         self, result: ExecutionResult, reports: _FieldReports, request_id: str

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
-from typing import NewType
+from typing import Any, NewType
 
 import strawberry
 
-from snapgraph.upstream.models import ROW_FIELDS, Row
+from snapgraph.upstream.models import ROW_FIELDS
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -84,7 +85,7 @@ class Snapshot:
     )
 
     @classmethod
-    def from_row(cls, row: Row) -> Snapshot:
+    def from_row(cls, row: Sequence[Any]) -> Snapshot:
         """A snapshot from a checked row (values in `ROW_FIELDS` order, dates as ISO text)."""
         values = dict(zip(ROW_FIELDS, row, strict=True))
         values["created_at"] = datetime.fromisoformat(values["created_at"])

@@ -106,16 +106,76 @@ ROW_FIELDS: tuple[str, ...] = tuple(SnapshotInfo.model_fields)
 Row = list[Any]
 
 
+_CREATED_AT, _UPDATED_AT = ROW_FIELDS.index("created_at"), ROW_FIELDS.index("updated_at")
+
+
 def row_of(info: SnapshotInfo) -> Row:
     """The item's values in `ROW_FIELDS` order, as JSON values (dates as ISO 8601 text)."""
-    values = [getattr(info, name) for name in ROW_FIELDS]
-    return [value.isoformat() if isinstance(value, datetime) else value for value in values]
+    # A pydantic model keeps its fields in __dict__ in declaration order (ROW_FIELDS's).
+    row = list(info.__dict__.values())
+    row[_CREATED_AT] = info.created_at.isoformat()
+    row[_UPDATED_AT] = info.updated_at.isoformat()
+    return row
 
 
-def check_items(items: list[Any]) -> tuple[list[Row], list[BrokenItem]]:
-    """Validate an upstream answer once: the valid items as rows, and the broken ones."""
-    valid, broken = split_valid_items(items)
-    return [row_of(info) for info in valid], broken
+def check_items(items: list[Any], *, start: int = 0) -> tuple[list[Row], list[BrokenItem]]:
+    """Validate an upstream answer once: the valid items as rows, and the broken ones.
+
+    Each item first goes through `quick_row`, a plain-Python twin of `SnapshotInfo` about
+    three times faster; whatever it does not accept goes through pydantic, which decides
+    and names the broken fields. tests/test_quick_rows.py holds the twins equal. `start` is
+    the position of `items[0]` in the whole answer (for checking it a slice at a time).
+    """
+    rows: list[Row] = []
+    broken: list[BrokenItem] = []
+    for index, item in enumerate(items, start):
+        row = quick_row(item)
+        if row is None:
+            try:
+                row = row_of(SnapshotInfo.model_validate(item))
+            except ValidationError as exc:
+                broken.append(BrokenItem(index, _item_id(item), _failed_fields(exc)))
+                continue
+        rows.append(row)
+    return rows, broken
+
+
+_STRINGS = ("id", "status", "snapshot_type")
+_OPTIONAL_STRINGS = ("name", "source_vm_id", "oci_image", "last_error")
+_INT32 = ("vcpu_count", "memory_mb")
+
+
+def quick_row(item: Any) -> Row | None:
+    """The item's row when it plainly keeps the contract; None to let pydantic decide."""
+    if type(item) is not dict:
+        return None
+    get = item.get
+    if any(type(get(name)) is not str for name in _STRINGS):
+        return None
+    if any(get(name) is not None and type(get(name)) is not str for name in _OPTIONAL_STRINGS):
+        return None
+    if any(not _optional_int(get(name), 31) for name in _INT32):
+        return None
+    list_type, size, public = get("type", "user"), get("size_bytes", 0), get("is_public", False)
+    if type(list_type) is not str or type(public) is not bool or not _optional_int(size, 63):
+        return None
+    if size is None:
+        return None
+    try:
+        created = _iso_datetime(get("created_at")).isoformat()
+        updated = _iso_datetime(get("updated_at")).isoformat()
+    except ValueError:
+        return None
+    # In ROW_FIELDS order.
+    return [
+        item["id"], get("name"), item["status"], get("source_vm_id"), item["snapshot_type"],
+        list_type, get("oci_image"), get("vcpu_count"), get("memory_mb"), size, public,
+        get("last_error"), created, updated,
+    ]  # fmt: skip
+
+
+def _optional_int(value: Any, bits: int) -> bool:
+    return value is None or (type(value) is int and -(2**bits) <= value < 2**bits)
 
 
 def _item_id(item: object) -> str | None:
