@@ -37,6 +37,7 @@ import orjson
 
 from snapgraph.cache_backends import Store
 from snapgraph.errors import UpstreamUnavailable
+from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.metrics import Metrics
 from snapgraph.upstream.models import Credentials
 
@@ -190,6 +191,20 @@ class SnapshotCache:
             self._decoded.put(key, stored, entry)
         return entry
 
+    async def _signed_text(self, key: str, entry: CachedList) -> str:
+        """The entry as stored: signature, dot, JSON. For a long list each step takes some
+        10 ms, so the event loop gets a turn between them (in the heavy lane); the HMAC, which
+        releases the GIL, runs on a worker thread."""
+        if len(entry.items) <= SLICE:
+            text = entry.dumps()
+            return f"{self._sign(key, text)}.{text}"
+        async with heavy_lane():
+            await asyncio.sleep(0)
+            text = entry.dumps()
+            await asyncio.sleep(0)
+            signature = await asyncio.to_thread(self._sign, key, text)
+            return f"{signature}.{text}"
+
     def _sign(self, key: str, text: str) -> str:
         """Binds a value to its key: whoever can write to a shared Redis but lacks the secret
         cannot plant or swap entries, not even by copying one user's entry to another's key."""
@@ -236,8 +251,7 @@ class SnapshotCache:
                 return replace(previous, stale=True)
             raise
         entry = _new_entry(items, broken, list_type)
-        text = entry.dumps()
-        stored = f"{self._sign(key, text)}.{text}"
+        stored = await self._signed_text(key, entry)
         await self.store.set(key, stored, ttl=self.ttl + self.stale_window)
         self._decoded.put(key, stored, entry)
         return entry

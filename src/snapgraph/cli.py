@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -109,8 +110,18 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
     with _upstream_for(settings) as settings:
         app = create_app(settings)
+        _tune_garbage_collector()
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
+
+
+def _tune_garbage_collector() -> None:
+    """A request over a 10,000-item list allocates some 200,000 objects, which at CPython's
+    default thresholds sets off several collections that each walk every cached row. Fewer,
+    larger young collections (and the startup objects frozen out of them) cut 20% of the CPU
+    of such a request (make bench). Only `serve` does this: it owns the process."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 @contextlib.contextmanager

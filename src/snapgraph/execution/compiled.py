@@ -23,12 +23,9 @@ from snapgraph.execution.plan import TYPENAME, Plan, RootGroup
 from snapgraph.graph.context import Context
 from snapgraph.graph.reports import broken_item_error
 from snapgraph.graph.resolvers import upstream_type
+from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.upstream.models import BrokenItem
 from snapgraph.upstream.source import SnapshotList
-
-# Build this many items between yields to the event loop: a 10,000-item answer must not
-# hold up another user's small request for its whole duration.
-ITEMS_PER_SLICE = 2_000
 
 
 @dataclass(frozen=True)
@@ -135,13 +132,16 @@ async def _value(
 
 
 async def _items(group: RootGroup, answer: SnapshotList) -> list[dict[str, Any]]:
+    """The items, built a slice at a time in the heavy lane when the list is long: a
+    10,000-item answer must not hold up another user's small request for its whole duration."""
     build, rows = group.shape.build, answer.rows
-    if len(rows) <= ITEMS_PER_SLICE:
+    if len(rows) <= SLICE:
         return [build(row) for row in rows]
     items: list[dict[str, Any]] = []
-    for start in range(0, len(rows), ITEMS_PER_SLICE):
-        items += [build(row) for row in rows[start : start + ITEMS_PER_SLICE]]
-        await asyncio.sleep(0)
+    async with heavy_lane():
+        for start in range(0, len(rows), SLICE):
+            items += [build(row) for row in rows[start : start + SLICE]]
+            await asyncio.sleep(0)
     return items
 
 

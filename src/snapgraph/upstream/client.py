@@ -210,19 +210,19 @@ def error_from_response(answer: UpstreamAnswer) -> UpstreamError:
 
 
 def _json_array(content: bytes) -> list[Any]:
-    body = _parse_json(content)
-    if not isinstance(body, list):
-        raise UpstreamBadResponse()
-    return _storable_items(body)
-
-
-def _parse_json(content: bytes) -> Any:
     try:
-        return orjson.loads(content)
+        body = orjson.loads(content)
     except orjson.JSONDecodeError:
         # orjson refuses a whole body for one number beyond a double's range (a 400-digit
         # integer); the stdlib parser, bounded below, lets us report just that item broken.
-        return _parse_json_bounded(content)
+        # It also lets through what orjson would refuse to write back (a lone surrogate, or
+        # nesting past 254 levels): such items are dropped here, to be reported as broken.
+        body = _parse_json_bounded(content)
+        if isinstance(body, list):
+            body = _storable_items(body)
+    if not isinstance(body, list):
+        raise UpstreamBadResponse()
+    return body
 
 
 def _parse_json_bounded(content: bytes) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 
 from snapgraph.cache import CachedList, SnapshotCache
 from snapgraph.errors import NotAuthenticated
+from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.upstream.client import UpstreamClient
 from snapgraph.upstream.models import BrokenItem, Credentials, Row, check_items
 
@@ -103,20 +104,19 @@ class SnapshotSource:
         return _answer_of(key, entry)
 
 
-# Check this many items between yields to the event loop: checking 10,000 takes some 30 ms,
-# which must not all fall on another user's request that happens to be waiting.
-ITEMS_PER_SLICE = 2_000
-
-
 async def _checked(items: list[Any]) -> tuple[list[Row], list[BrokenItem]]:
+    """`check_items`, a slice at a time in the heavy lane when the list is long: checking
+    10,000 items takes some 30 ms, which must not fall on another user's request at once."""
+    if len(items) <= SLICE:
+        return check_items(items)
     rows: list[Row] = []
     broken: list[BrokenItem] = []
-    for start in range(0, len(items), ITEMS_PER_SLICE):
-        if start:
-            await asyncio.sleep(0)
-        more_rows, more_broken = check_items(items[start : start + ITEMS_PER_SLICE], start=start)
-        rows += more_rows
-        broken += more_broken
+    async with heavy_lane():
+        for start in range(0, len(items), SLICE):
+            await asyncio.sleep(0)  # the parse of the body was a slice of its own
+            more_rows, more_broken = check_items(items[start : start + SLICE], start=start)
+            rows += more_rows
+            broken += more_broken
     return rows, broken
 
 
