@@ -69,7 +69,7 @@ class MemoryStore:
     Values are text, counted by length: a value larger than the whole bound is not kept.
     """
 
-    def __init__(self, max_entries: int, max_bytes: int = 256 << 20) -> None:
+    def __init__(self, max_entries: int, max_bytes: int = 128 << 20) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._values: OrderedDict[str, tuple[float, str]] = OrderedDict()
@@ -231,7 +231,7 @@ class FailoverStore:
         self._down_until = time.monotonic() + self.retry_after
 
 
-def build_store(cache_url: str, *, max_entries: int, max_bytes: int = 256 << 20) -> Store:
+def build_store(cache_url: str, *, max_entries: int, max_bytes: int = 128 << 20) -> Store:
     """The store a `SNAPGRAPH_CACHE_URL` names: memory://, or Redis with an in-process fallback."""
     memory = MemoryStore(max_entries, max_bytes)
     if cache_url == "memory://":

@@ -72,12 +72,12 @@ class Settings:
         10_000, "Most entries the in-process cache holds; least recently used go first."
     )
     cache_max_bytes: int = _setting(
-        256 << 20,
+        128 << 20,
         "Most bytes the in-process cache holds (entries' JSON text); least recently used go "
-        "first. Decoded entries for fast hits take up to a quarter of it more.",
+        "first. Decoded entries for fast hits take about a third of it more.",
     )
     response_cache_max_bytes: int = _setting(
-        64 << 20,
+        32 << 20,
         "Most bytes of serialized answers kept for repeated operations (same caller, "
         "document, variables, upstream answer). 0 turns it off.",
     )
