@@ -1,0 +1,91 @@
+"""The response cache: a repeated operation is served as bytes, never to another caller, never
+past the upstream entry it was built from."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from conftest import ALICE_KEY, BOB_KEY, FaultyUpstream, Gateway, Upstream, data_of
+
+QUERY = "{ snapshots { id name } }"
+
+
+def paths(gateway: Gateway) -> dict[str, int]:
+    return dict(gateway.app.state.gateway.executor.paths)
+
+
+def test_a_repeated_operation_is_served_from_the_response_cache(gateway: Gateway) -> None:
+    first = gateway.post(QUERY, ALICE_KEY).content
+    assert gateway.post(QUERY, ALICE_KEY).content == first
+    assert paths(gateway) == {"compiled": 1, "cached": 1}
+
+
+def test_callers_never_share_a_cached_response(gateway: Gateway, upstream: Upstream) -> None:
+    alice = data_of(gateway.query(QUERY, ALICE_KEY))["snapshots"]
+    bob = data_of(gateway.query(QUERY, BOB_KEY))["snapshots"]
+    alice_ids, bob_ids = {s["id"] for s in alice}, {s["id"] for s in bob}
+    assert {"snap-alice-dev"} <= alice_ids and "snap-alice-dev" not in bob_ids
+    for _ in range(3):  # now from the response cache, each to its own caller
+        assert data_of(gateway.query(QUERY, ALICE_KEY))["snapshots"] == alice
+        assert data_of(gateway.query(QUERY, BOB_KEY))["snapshots"] == bob
+    assert paths(gateway) == {"compiled": 2, "cached": 6}
+    # The same user with another credential is another cache key, hence another answer.
+    bearer = {"Authorization": "Bearer demo-alice-token"}
+    assert data_of(gateway.query(QUERY, bearer))["snapshots"] == alice
+    assert paths(gateway)["compiled"] == 3
+
+
+def _item(name: str) -> dict[str, Any]:
+    return {
+        "id": "s1",
+        "name": name,
+        "status": "ready",
+        "snapshot_type": "full",
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
+
+
+def test_a_cached_response_expires_with_its_upstream_entry(
+    faulty: FaultyUpstream, start_gateway: Any
+) -> None:
+    gateway = start_gateway(faulty.url, cache_ttl=0.5, cache_stale_window=0)
+    faulty.respond(200, json.dumps([_item("before")]))
+    assert data_of(gateway.query(QUERY, ALICE_KEY))["snapshots"][0]["name"] == "before"
+    faulty.respond(200, json.dumps([_item("after")]))
+    assert data_of(gateway.query(QUERY, ALICE_KEY))["snapshots"][0]["name"] == "before"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # polls until the entry's TTL has passed
+        name = data_of(gateway.query(QUERY, ALICE_KEY))["snapshots"][0]["name"]
+        if name == "after":
+            break
+        time.sleep(0.1)
+    assert name == "after"
+    assert len(faulty.received) == 2
+
+
+def test_no_cache_bypasses_the_cached_response(
+    faulty: FaultyUpstream, start_gateway: Any
+) -> None:
+    gateway = start_gateway(faulty.url)
+    faulty.respond(200, json.dumps([_item("before")]))
+    gateway.query(QUERY, ALICE_KEY)
+    gateway.query(QUERY, ALICE_KEY)
+    faulty.respond(200, json.dumps([_item("after")]))
+    refreshed = gateway.query(QUERY, {**ALICE_KEY, "Cache-Control": "no-cache"})
+    assert data_of(refreshed)["snapshots"][0]["name"] == "after"
+    assert data_of(gateway.query(QUERY, ALICE_KEY))["snapshots"][0]["name"] == "after"
+
+
+def test_a_stale_answer_is_never_kept(faulty: FaultyUpstream, start_gateway: Any) -> None:
+    gateway = start_gateway(faulty.url, cache_ttl=0.2, cache_stale_window=60)
+    faulty.respond(200, json.dumps([_item("kept")]))
+    gateway.query(QUERY, ALICE_KEY)
+    time.sleep(0.3)
+    faulty.respond(503, "down")
+    for _ in range(2):
+        result = gateway.query(QUERY, ALICE_KEY)
+        assert result["extensions"]["stale"] is True
+    assert paths(gateway).get("cached", 0) == 0
