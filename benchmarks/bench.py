@@ -99,10 +99,15 @@ def reference_upstream(per_user: int) -> Iterator[str]:
 
 
 @contextmanager
-def gateway(upstream_url: str, **settings: str) -> Iterator[tuple[str, int]]:
+def gateway(
+    upstream_url: str, source: str | None = None, **settings: str
+) -> Iterator[tuple[str, int]]:
+    """`snapgraph serve` as its own process; `source` runs another checkout's src/ instead."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"SNAPGRAPH_UPSTREAM_URL": upstream_url, "SNAPGRAPH_LOG_LEVEL": "warning"}
+    if source is not None:
+        env["PYTHONPATH"] = source
     env.update({f"SNAPGRAPH_{k.upper()}": v for k, v in settings.items()})
     args = [sys.executable, "-m", "snapgraph", "serve", f"--port={port}"]
     with process(args, url + "/healthz", env) as pid:
@@ -276,6 +281,11 @@ def rows_for_size(size: int, args: argparse.Namespace) -> list[Row]:
                     url,
                 )
             )
+        if args.before:
+            with gateway(upstream_url, args.before, cache_ttl="300") as (url, pid):
+                httpx.post(url + "/graphql", json={"query": SAME_DOCUMENT}, headers=key)
+                name = "snapgraph before this wave, warm, same document"
+                rows.append(measure(name, url + "/graphql", pid, same, args, url))
         with gateway(upstream_url, cache_ttl="0") as (url, pid):
             rows.append(measure("snapgraph, cache off", url + "/graphql", pid, same, args, url))
     return rows
@@ -397,6 +407,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--users", type=int, default=10_000, help="users for the memory row")
     parser.add_argument("--upstream-latency-ms", type=float, default=0.0)
+    parser.add_argument("--before", help="src/ of an older checkout, measured warm in the same run")
     parser.add_argument(
         "--parts", nargs="+", default=["tables", "stall", "memory"], help="what to measure"
     )
