@@ -216,3 +216,49 @@ def test_an_entry_copied_to_another_users_key_in_redis_is_ignored(
     alice = ids(gateway.query(QUERY, ALICE_KEY))
     assert "snap-alice-dev" in alice and "snap-bob-db" not in alice
     assert len(upstream.requests) == 3  # the swapped entry was a miss
+
+
+def test_a_lease_without_expiry_blocks_a_user_no_longer_than_a_lease_lasts(
+    upstream: Upstream, start_gateway, redis_url: str
+) -> None:
+    from snapgraph.cache import cache_key
+    from snapgraph.cache_backends import NAMESPACE
+    from snapgraph.upstream.models import Credentials
+
+    key = cache_key(SECRET.encode(), Credentials(api_key="demo-alice-key"), None)
+    # Lease = upstream deadline + 1 s = 1.5 s.
+    gateway = start_gateway(
+        upstream.url, cache_url=redis_url, cache_secret=SECRET, upstream_deadline=0.5
+    )
+    client = redis_client(redis_url)
+    client.set(f"{NAMESPACE}:lease:{key}", "planted, no expiry")  # anyone with Redis access
+    started = time.monotonic()
+    assert "snap-alice-dev" in ids(gateway.query(QUERY, ALICE_KEY))
+    waited = time.monotonic() - started
+    print(f"answered after {waited:.2f} s")
+    assert waited < 10  # bounded: without a bound it would wait as long as the key exists
+    assert len(upstream.requests) == 1
+    client.close()
+
+
+def test_a_stalled_upstream_costs_each_user_one_timeout_not_one_per_replica(
+    faulty: FaultyUpstream, start_gateway, redis_url: str
+) -> None:
+    import concurrent.futures
+
+    faulty.respond(200, "[]", delay=3.0)
+    replicas = [
+        start_gateway(
+            faulty.url,
+            cache_url=redis_url,
+            cache_secret=SECRET,
+            upstream_deadline=0.5,
+            cache_stale_window=0,
+        )
+        for _ in range(3)
+    ]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda replica: replica.post(QUERY, ALICE_KEY).json(), replicas))
+    assert [r["errors"][0]["extensions"]["code"] for r in results] == ["UPSTREAM_UNAVAILABLE"] * 3
+    # One replica fetched and timed out; the others took its failure instead of trying again.
+    assert len(faulty.received) == 1

@@ -66,9 +66,7 @@ def test_a_cached_response_expires_with_its_upstream_entry(
     assert len(faulty.received) == 2
 
 
-def test_no_cache_bypasses_the_cached_response(
-    faulty: FaultyUpstream, start_gateway: Any
-) -> None:
+def test_no_cache_bypasses_the_cached_response(faulty: FaultyUpstream, start_gateway: Any) -> None:
     gateway = start_gateway(faulty.url)
     faulty.respond(200, json.dumps([_item("before")]))
     gateway.query(QUERY, ALICE_KEY)

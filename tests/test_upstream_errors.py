@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import logging
 
 import httpx
@@ -268,3 +269,30 @@ async def test_a_body_over_the_size_cap_is_refused_before_it_is_held(upstream: U
     finally:
         await client.aclose()
     assert [item["id"] for item in bob] == ["snap-bob-db"]
+
+
+def test_a_dripping_upstream_is_cut_off_at_the_deadline(start_gateway, servers) -> None:
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from snapgraph.serving import serve_in_thread
+
+    async def drip(request: object) -> StreamingResponse:
+        async def body():  # headers at once, then a byte every 0.2 s, never done
+            yield b"["
+            while True:
+                await asyncio.sleep(0.2)
+                yield b" "
+
+        return StreamingResponse(body(), media_type="application/json")
+
+    url = servers.enter_context(serve_in_thread(Starlette(routes=[Route("/v1/snapshots", drip)])))
+    # Each read comes well within the read timeout; only the deadline can end the fetch.
+    gateway = start_gateway(url, upstream_timeout=5, upstream_deadline=1)
+    started = time.monotonic()
+    error = error_of(gateway)
+    assert error["extensions"] == {"code": "UPSTREAM_UNAVAILABLE"}
+    assert time.monotonic() - started < 5  # the read timeout alone would never fire

@@ -152,6 +152,7 @@ def _start_gateway(
         trust_env=settings.upstream_trust_env,
         transport=transport,
         metrics=metrics,
+        deadline=settings.upstream_deadline,
     )
     store = build_store(
         settings.cache_url,
@@ -166,7 +167,7 @@ def _start_gateway(
         ttl=settings.cache_ttl,
         stale_window=settings.cache_stale_window,
         # A lease outlives the slowest upstream call it guards, so waiters rarely fetch twice.
-        lease_seconds=settings.upstream_timeout + settings.upstream_connect_timeout + 1,
+        lease_seconds=settings.upstream_deadline + 1,
         metrics=metrics,
         # Decoded rows take some three times their JSON text: an eighth of the text bound.
         decoded_max_bytes=settings.cache_max_bytes // 8,

@@ -45,6 +45,8 @@ logger = logging.getLogger("snapgraph.cache")
 
 ENTRY_FORMAT = 2  # 2: checked rows and a broken-item report (1 held the raw items)
 _POLL_SECONDS = 0.01
+_FAILURE = "failed:"
+_FAILED_ELSEWHERE = object()
 
 
 def cache_key(secret: bytes, credentials: Credentials, list_type: str | None) -> str:
@@ -222,39 +224,70 @@ class SnapshotCache:
                 finally:
                     await self.store.release_lease(key, token)
             landed = await self._wait_for_other_process(key, previous)
-            if landed is not None:
+            if isinstance(landed, CachedList):
                 self._counted["shared"].inc()
                 return landed
+            if landed is _FAILED_ELSEWHERE:
+                # The holder's fetch failed: share its outcome rather than pay another timeout.
+                return self._stale_or_raise(previous, UpstreamUnavailable())
         # The lease kept changing hands without an entry landing: fetch without it.
         return await self._fetch_and_store(key, fetch, list_type, previous)
 
     async def _wait_for_other_process(
         self, key: str, previous: CachedList | None
-    ) -> CachedList | None:
-        """Poll until another process stores a new entry, or drops its lease without one."""
-        while True:
+    ) -> CachedList | object | None:
+        """Poll until another process stores a new entry (returned), reports that its fetch
+        failed (`_FAILED_ELSEWHERE`), or drops its lease without either (None). Never longer
+        than a lease lasts: a lease written without an expiry must not block anyone."""
+        since = time.time()
+        until = time.monotonic() + self.lease_seconds
+        while time.monotonic() < until:
             await asyncio.sleep(_POLL_SECONDS)
             entry = await self._read(key)
             if entry is not None and (previous is None or entry.fetch_id != previous.fetch_id):
                 return entry
+            if await self._failed_since(key, since):
+                return _FAILED_ELSEWHERE
             if not await self.store.lease_held(key):
                 return None
+        return None
 
     async def _fetch_and_store(
         self, key: str, fetch: Fetch, list_type: str | None, previous: CachedList | None
     ) -> CachedList:
         try:
             items, broken = await fetch()
-        except UpstreamUnavailable:
-            if previous is not None and previous.age < self.ttl + self.stale_window:
-                self._counted["stale"].inc()
-                return replace(previous, stale=True)
-            raise
+        except UpstreamUnavailable as exc:
+            await self._note_failure(key)
+            return self._stale_or_raise(previous, exc)
         entry = _new_entry(items, broken, list_type)
         stored = await self._signed_text(key, entry)
         await self.store.set(key, stored, ttl=self.ttl + self.stale_window)
         self._decoded.put(key, stored, entry)
         return entry
+
+    def _stale_or_raise(self, previous: CachedList | None, error: Exception) -> CachedList:
+        if previous is not None and previous.age < self.ttl + self.stale_window:
+            self._counted["stale"].inc()
+            return replace(previous, stale=True)
+        raise error
+
+    async def _note_failure(self, key: str) -> None:
+        """Tell processes waiting on our lease that the upstream failed (signed, short-lived)."""
+        stamp = repr(time.time())
+        await self.store.set(_FAILURE + key, f"{self._sign(_FAILURE + key, stamp)}.{stamp}", 2.0)
+
+    async def _failed_since(self, key: str, since: float) -> bool:
+        stored = await self.store.get(_FAILURE + key)
+        if stored is None:
+            return False
+        signature, _, stamp = stored.partition(".")
+        if not hmac.compare_digest(signature, self._sign(_FAILURE + key, stamp)):
+            return False
+        try:
+            return float(stamp) >= since
+        except ValueError:
+            return False
 
 
 def _new_entry(items: list[Any], broken: list[Any], list_type: str | None) -> CachedList:

@@ -179,6 +179,9 @@ class FailoverStore:
         self.fallback = fallback
         self.retry_after = retry_after
         self._down_until = 0.0
+        # Which store granted each lease: it is released there, even if Redis failed (or
+        # came back) in between, so another replica is not left polling a forgotten lease.
+        self._lease_stores: dict[tuple[str, str], Store] = {}
 
     @property
     def degraded(self) -> bool:
@@ -192,13 +195,23 @@ class FailoverStore:
         await self._call("set", key, value, ttl)
 
     async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
-        return bool(await self._call("acquire_lease", key, token, seconds))
+        acquired = bool(await self._call("acquire_lease", key, token, seconds))
+        if acquired:  # _call has marked Redis down if it failed, and asked the fallback
+            self._lease_stores[(key, token)] = self.fallback if self.degraded else self.primary
+        return acquired
 
     async def lease_held(self, key: str) -> bool:
         return bool(await self._call("lease_held", key))
 
     async def release_lease(self, key: str, token: str) -> None:
-        await self._call("release_lease", key, token)
+        store = self._lease_stores.pop((key, token), None)
+        if store is None:
+            await self._call("release_lease", key, token)
+            return
+        try:
+            await store.release_lease(key, token)
+        except _STORE_ERRORS as exc:
+            self._mark_down(exc)  # the lease expires by itself on a Redis that failed
 
     async def status(self) -> str:
         try:

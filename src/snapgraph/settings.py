@@ -44,6 +44,11 @@ class Settings:
         5.0, "Seconds to wait for the upstream's answer (read/write timeout)."
     )
     upstream_connect_timeout: float = _setting(2.0, "Seconds to wait for a TCP/TLS connection.")
+    upstream_deadline: float = _setting(
+        8.0,
+        "Seconds one upstream fetch may take in all: connection, headers and the whole body "
+        "(an upstream that drips its body never holds a connection longer).",
+    )
     upstream_pool_timeout: float = _setting(
         1.0, "Seconds to wait for a free pooled connection before answering UPSTREAM_UNAVAILABLE."
     )
@@ -271,6 +276,7 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("log_level", lambda v: v in LOG_LEVELS, "must be one of " + ", ".join(LOG_LEVELS)),
     ("upstream_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_connect_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
+    ("upstream_deadline", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_pool_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_max_connections", lambda v: v >= 1, "must be at least 1"),
     (

@@ -11,6 +11,7 @@ here, once, into the `UpstreamError` tree; callers never see httpx.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -98,8 +99,12 @@ class UpstreamClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         metrics: Metrics | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._max_body_bytes = max_body_bytes
+        # httpx's timeouts bound each read; an upstream that drips a byte just inside the
+        # read timeout would hold a connection forever. This bounds the whole fetch.
+        self._deadline = deadline
         self._metrics = metrics or Metrics()
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -151,15 +156,20 @@ class UpstreamClient:
     ) -> UpstreamAnswer:
         started = time.perf_counter()
         try:
-            request = self._http.build_request(
-                "GET", SNAPSHOTS_PATH, params=params, headers=headers
-            )
-            response = await self._http.send(request, stream=True)
-            try:
-                body = await self._read_capped(response)
-            finally:
-                await response.aclose()
+            async with asyncio.timeout(self._deadline):
+                request = self._http.build_request(
+                    "GET", SNAPSHOTS_PATH, params=params, headers=headers
+                )
+                response = await self._http.send(request, stream=True)
+                try:
+                    body = await self._read_capped(response)
+                finally:
+                    await response.aclose()
             return UpstreamAnswer(response.status_code, response.headers, body)
+        except TimeoutError as exc:
+            self._observe("timeout", time.perf_counter() - started)
+            logger.warning("upstream deadline passed [request %s]", request_id)
+            raise UpstreamUnavailable() from exc
         except httpx.HTTPError as exc:
             outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport_error"
             self._observe(outcome, time.perf_counter() - started)
