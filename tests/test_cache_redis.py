@@ -19,6 +19,7 @@ from conftest import (
     ALICE_BEARER,
     ALICE_KEY,
     BOB_KEY,
+    FaultyUpstream,
     QUERY,
     Upstream,
     data_of,

@@ -21,6 +21,13 @@ REQUEST_MISTAKES = [
     ("bad enum variable", BY_TYPE, {"variables": {"t": "BOGUS"}}, "BAD_USER_INPUT", "$t"),
     ("missing variable", BY_ID, {}, "BAD_USER_INPUT", "$id"),
     ("null variable", BY_ID, {"variables": {"id": None}}, "BAD_USER_INPUT", "$id"),
+    (
+        "null for a defaulted variable in a non-null place, at the root",
+        "query ($i: Boolean = true) { snapshots @include(if: $i) { id } }",
+        {"variables": {"i": None}},
+        "BAD_USER_INPUT",
+        "",
+    ),
     ("syntax error", "{ snapshots { id }", {}, "GRAPHQL_PARSE_FAILED", "Syntax Error"),
     ("unknown field", "{ snapshots { nope } }", {}, "GRAPHQL_VALIDATION_FAILED", "nope"),
     (
@@ -86,6 +93,29 @@ def test_a_request_mistake_is_named_with_its_code_and_status(
     assert result["errors"][0]["extensions"]["code"] == code
     assert hint in result["errors"][0]["message"]
     assert upstream.requests == []
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("query ($i: Boolean = true) { snapshots { id @include(if: $i) } }", {"i": None}),
+        ('query ($id: ID = "x") { snapshot(id: $id) { id } }', {"id": None}),
+    ],
+)
+def test_a_null_for_a_defaulted_variable_in_a_field_is_bad_user_input(
+    gateway: Gateway,
+    caplog: pytest.LogCaptureFixture,
+    query: str,
+    variables: dict[str, Any],
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = gateway.http.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=ALICE_KEY
+        )
+    assert response.status_code in (200, 400)
+    codes = {error["extensions"]["code"] for error in response.json()["errors"]}
+    assert codes == {"BAD_USER_INPUT"}
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 

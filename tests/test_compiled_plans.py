@@ -166,6 +166,15 @@ EDGE_CASES = [
     ("query ($id: ID!) { snapshot(id: $id) { id } }", {"id": None}),
     ("query ($t: SnapshotType) { snapshots(type: $t) { id } }", {"t": "BOGUS"}),
     ("query A { __typename } query B { snapshots { id } }", None),
+    ("query ($i: Boolean = true) { snapshots { id @include(if: $i) } }", {"i": None}),
+    ("query ($i: Boolean = true) { snapshots @include(if: $i) { id } }", {"i": None}),
+    ('query ($id: ID = "s1") { snapshot(id: $id) { id } }', {"id": None}),
+    ("{ ...Q ...Q } fragment Q on Query { snapshots { id } }", None),
+    (
+        '{ ...Q ... { ...Q } } fragment Q on Query { snapshots { id } snapshot(id: "s90") { id } }',
+        None,
+    ),
+    ("query ($d: SnapshotType = USER) { snapshots(type: $d) { id } }", {"d": None}),
 ]
 
 
@@ -177,6 +186,7 @@ def test_hand_written_edge_cases_match_graphql_core(query: str, variables: Any) 
     assert fast == general
     refused = b"BAD_USER_INPUT" in fast
     assert harness.executor.paths == ({"graphql-core": 1} if refused else {"compiled": 1})
+    assert b"INTERNAL_SERVER_ERROR" not in fast
 
 
 def test_without_credentials_both_paths_say_unauthenticated() -> None:

@@ -87,3 +87,13 @@ def test_a_stale_answer_is_never_kept(faulty: FaultyUpstream, start_gateway: Any
         result = gateway.query(QUERY, ALICE_KEY)
         assert result["extensions"]["stale"] is True
     assert paths(gateway).get("cached", 0) == 0
+
+
+def test_undeclared_variables_do_not_mint_new_entries(gateway: Gateway) -> None:
+    cache = gateway.app.state.gateway.executor.response_cache
+    gateway.post(QUERY, ALICE_KEY)
+    stored = cache.stored_bytes
+    for n in range(5):
+        gateway.post(QUERY, ALICE_KEY, variables={"pad": "x" * 10_000 + str(n)})
+    assert paths(gateway) == {"compiled": 1, "cached": 5}
+    assert cache.stored_bytes == stored

@@ -39,7 +39,7 @@ from snapgraph.cache_backends import Store
 from snapgraph.errors import UpstreamUnavailable
 from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.metrics import Metrics
-from snapgraph.upstream.models import Credentials
+from snapgraph.upstream.models import ROW_FIELDS, Credentials
 
 logger = logging.getLogger("snapgraph.cache")
 
@@ -53,10 +53,14 @@ def cache_key(secret: bytes, credentials: Credentials, list_type: str | None) ->
     """The key of one caller's answer to one upstream query.
 
     Seeded by, in order: the caller's `Authorization` header, the caller's `X-API-Key`
-    header, and the upstream query (`type`). It is an HMAC-SHA256 under the server's secret,
-    so a key reveals no credential and cannot be computed by someone who reads the cache.
+    header, the upstream query (`type`), and the row layout (`ROW_FIELDS`: a release that
+    changes it never reads an older release's rows from a shared Redis). It is an HMAC-SHA256
+    under the server's secret, so a key reveals no credential and cannot be computed by
+    someone who reads the cache.
     """
-    seed = orjson.dumps(["list", credentials.authorization, credentials.api_key, list_type])
+    seed = orjson.dumps(
+        ["list", credentials.authorization, credentials.api_key, list_type, ROW_FIELDS]
+    )
     return "list:" + hmac.new(secret, seed, hashlib.sha256).hexdigest()
 
 

@@ -68,11 +68,27 @@ async def start_plan(
     )
     if not isinstance(coerced, VariableValues):
         return None
-    groups = plan.groups(coerced)
+    try:
+        groups = plan.groups(coerced)
+        _check_arguments(schema, groups, coerced)
+    except GraphQLError:
+        # A null given for a defaulted variable in a non-null place passes validation, then
+        # fails here; graphql-core reports it as it reports every value error.
+        return None
     answers = await _answers(schema, groups, context, coerced)
     if answers is None or _over_budget(groups, answers, context.budget.limit):
         return None
     return PlannedRun(schema, coerced, groups, answers)
+
+
+def _check_arguments(
+    schema: GraphQLSchema, groups: list[RootGroup], variables: VariableValues
+) -> None:
+    """Coerce every root argument now, so that building the answer cannot fail on one."""
+    assert schema.query_type is not None
+    for group in groups:
+        if group.name != TYPENAME:
+            get_argument_values(schema.query_type.fields[group.name], group.nodes[0], variables)
 
 
 async def _answers(

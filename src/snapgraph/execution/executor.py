@@ -35,7 +35,7 @@ from graphql import (
 
 from snapgraph.errors import GatewayError, VariablesInvalid
 from snapgraph.execution.compiled import start_plan
-from snapgraph.execution.document import PreparedDocument
+from snapgraph.execution.document import CACHEABLE_BYTES, PreparedDocument
 from snapgraph.execution.plan import Plan, Planner
 from snapgraph.execution.response_cache import ResponseCache, response_key
 from snapgraph.graph.context import Context
@@ -44,6 +44,9 @@ from snapgraph.graph.reports import Reported, broken_item_error
 logger = logging.getLogger("snapgraph.graphql")
 
 MASKED_MESSAGE = "Unexpected error."
+# How graphql-core words the errors it raises while coercing an argument or a directive's
+# value during execution: the caller's values, not our bug (tests/test_client_mistakes.py).
+_VALUE_ERRORS = ("Argument '", 'Argument "')
 
 
 @dataclass
@@ -177,10 +180,10 @@ class Executor:
         run = await start_plan(self._schema, plan, context, variables)
         if run is None:
             return None
-        if run.stale:
+        if run.stale or len(prepared.source) > CACHEABLE_BYTES:
             self._answered_by("compiled", context)
             return orjson.dumps(await run.body())
-        key = response_key(run.versions, prepared.source, operation_name, variables)
+        key = response_key(run.versions, prepared.source, operation_name, run.variables.coerced)
         cached = self.response_cache.get(key)
         if cached is not None:
             self._answered_by("cached", context)
@@ -211,6 +214,10 @@ def _visible(error: GraphQLError, request_id: str) -> GraphQLError:
     original = error.original_error
     if isinstance(original, GatewayError):
         error.extensions = original.extensions
+        return error
+    from_graphql_core = original is None or isinstance(original, GraphQLError)
+    if from_graphql_core and error.message.startswith(_VALUE_ERRORS):
+        error.extensions = {"code": "BAD_USER_INPUT"}  # e.g. a null for a defaulted variable
         return error
     logger.error(
         "unexpected error at %s [request %s]",

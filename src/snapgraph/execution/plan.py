@@ -231,8 +231,10 @@ def _group(key: str, roots: list[RootField], variables: VariableValues) -> RootG
         for leaf in root.leaves:
             if leaf.key not in first and _included(leaf.conditions, variables):
                 first[leaf.key] = leaf.index
-    leaf_count = sum(len(root.leaves) for root in roots)
-    nodes = tuple(root.node for root in roots)
+    # A fragment spread twice yields the same node twice; CollectFields keeps it once.
+    unique = list({id(root.node): root for root in reversed(roots)}.values())[::-1]
+    leaf_count = sum(len(root.leaves) for root in unique)
+    nodes = tuple(root.node for root in unique)
     return RootGroup(key, roots[0].name, nodes, _shape(first), leaf_count)
 
 

@@ -25,6 +25,8 @@ ENTRY_OVERHEAD = 256
 def response_key(
     versions: tuple[str, ...], query: str, operation_name: str | None, variables: Any
 ) -> ResponseKey:
+    """`variables` are the operation's coerced ones: values it does not declare are not part
+    of the key (they would let anyone mint unique entries at will)."""
     canonical = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
     return versions, query, operation_name, canonical
 

@@ -177,15 +177,31 @@ def quick_row(item: Any) -> Row | None:
 
 def _normalized_datetime(value: Any) -> str:
     """`_iso_datetime(value).isoformat()`, without building the text again for the two forms
-    upstreams send: `2026-01-01T10:00:00Z` and `2026-01-01T10:00:00+02:00`."""
-    if type(value) is str and value[10:11] == "T":
-        if len(value) == 20 and value[19] == "Z":
-            datetime.fromisoformat(value)  # for its ValueError
-            return value[:19] + "+00:00"
-        if len(value) == 25 and value[19] in "+-" and value[19:] != "-00:00":
-            datetime.fromisoformat(value)
-            return value
+    upstreams send: `2026-01-01T10:00:00Z` and `2026-01-01T10:00:00+02:00`. Only those exact
+    shapes qualify (Python also parses week dates, compact times, commas and offsets such as
+    +02:70, which its isoformat() writes differently)."""
+    if type(value) is str and _plain_shape(value):
+        datetime.fromisoformat(value)  # for its ValueError on impossible dates and times
+        return value[:19] + "+00:00" if len(value) == 20 else value
     return _iso_datetime(value).isoformat()
+
+
+def _plain_shape(value: str) -> bool:
+    if not (value.isascii() and value[4:5] == "-" and value[7:8] == "-" and value[10:11] == "T"):
+        return False
+    if value[13:14] != ":" or value[16:17] != ":" or not value[17:19].isdigit():
+        return False
+    if len(value) == 20:
+        return value[19] == "Z"
+    return (
+        len(value) == 25
+        and value[19] in "+-"
+        and value[19:] != "-00:00"  # isoformat() writes it +00:00
+        and value[22] == ":"
+        and value[20:22].isdigit()
+        and value[23] in "012345"
+        and value[24].isdigit()
+    )
 
 
 def _optional_int(value: Any, bits: int) -> bool:
