@@ -20,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from snapgraph import probes
 from snapgraph._version import __version__
 from snapgraph.cache import SnapshotCache
 from snapgraph.cache_backends import Store, build_store
@@ -71,8 +72,10 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
         app.state.gateway = gateway
         app.state.endpoint = GraphQLEndpoint(gateway)
         try:
-            yield
+            async with probes.background_check(gateway.client, gateway.store):
+                yield
         finally:
+            # In-flight requests have ended (the server drains before the lifespan ends).
             await gateway.client.aclose()
             await gateway.store.close()
 
@@ -87,8 +90,10 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     )
     # Every method reaches the endpoint, which answers 405 in GraphQL's error shape itself.
     app.add_route("/graphql", _graphql, methods=list(GRAPHQL_METHODS))
-    app.add_route("/healthz", _healthz, methods=["GET"])
-    app.add_route("/readyz", _readyz, methods=["GET"])
+    app.state.readiness = probes.Readiness()
+    app.add_route("/livez", probes.livez, methods=["GET"])
+    app.add_route("/healthz", probes.livez, methods=["GET"])
+    app.add_route("/readyz", probes.readyz, methods=["GET"])
     if settings.metrics:
         app.add_route("/metrics", _metrics, methods=["GET"])
     graphiql.mount(app, enabled=settings.graphiql)
@@ -202,24 +207,12 @@ async def _graphql(request: Request) -> Response:
     return await endpoint(request)
 
 
-async def _healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
 async def _metrics(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     return Response(gateway.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
-async def _readyz(request: Request) -> Response:
-    """Ready when the upstream answers; a failing shared cache only degrades the gateway."""
-    gateway: Gateway = request.app.state.gateway
-    upstream_ok = await gateway.client.is_reachable()
-    cache = await gateway.store.status()
-    status = "ready" if cache != "degraded" else "degraded"
-    body = {
-        "status": status if upstream_ok else "unavailable",
-        "upstream": upstream_ok,
-        "cache": cache,
-    }
-    return JSONResponse(body, status_code=200 if upstream_ok else 503)
+def start_draining(app: FastAPI) -> None:
+    """From now on `/readyz` answers 503: the balancer stops sending new requests."""
+    readiness: probes.Readiness = app.state.readiness
+    readiness.draining = True

@@ -46,6 +46,7 @@ class Store(Protocol):
     async def lease_held(self, key: str) -> bool: ...
     async def release_lease(self, key: str, token: str) -> None: ...
     async def status(self) -> str: ...
+    def state(self) -> str: ...
     async def close(self) -> None: ...
 
 
@@ -119,6 +120,10 @@ class MemoryStore:
     async def status(self) -> str:
         return "memory"
 
+    def state(self) -> str:
+        """What the store is, from what it knows (no I/O)."""
+        return "memory"
+
     async def close(self) -> None:
         self._values.clear()
         self._bytes = 0
@@ -159,6 +164,9 @@ class RedisStore(_AiocacheStore):
 
     async def status(self) -> str:
         await self.redis.ping()
+        return "redis"
+
+    def state(self) -> str:
         return "redis"
 
     async def close(self) -> None:
@@ -221,6 +229,10 @@ class FailoverStore:
             return "degraded"
         self._down_until = 0.0
         return "redis"
+
+    def state(self) -> str:
+        """ "degraded" while serving from the in-process store after a Redis error."""
+        return "degraded" if self.degraded else "redis"
 
     async def close(self) -> None:
         await self.primary.close()

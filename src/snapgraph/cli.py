@@ -98,6 +98,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
 
 def _serve(args: argparse.Namespace) -> int:
     from snapgraph.app import create_app
+    from snapgraph.shutdown import DrainingServer
 
     settings = settings_from(args, dict(os.environ))
     logging.basicConfig(
@@ -111,7 +112,14 @@ def _serve(args: argparse.Namespace) -> int:
     with _upstream_for(settings) as settings:
         app = create_app(settings)
         _tune_garbage_collector()
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=max(1, round(settings.drain_timeout)),
+        )
+        DrainingServer(config, app, delay=settings.shutdown_delay).run()
     return 0
 
 

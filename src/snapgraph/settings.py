@@ -35,6 +35,14 @@ class Settings:
     host: str = _setting("127.0.0.1", "Interface to listen on.")
     port: int = _setting(8000, "TCP port to listen on.")
     log_level: str = _setting("info", "One of critical, error, warning, info, debug.")
+    shutdown_delay: float = _setting(
+        5.0,
+        "Seconds after SIGTERM during which /readyz answers 503 while requests are still "
+        "served, so load balancers stop sending before the server stops accepting.",
+    )
+    drain_timeout: float = _setting(
+        20.0, "Seconds in-flight requests get to finish once the server stops accepting."
+    )
     upstream_url: str | None = _setting(
         None,
         "Base URL of the snapshots REST service (the part before /v1/snapshots). "
@@ -274,6 +282,8 @@ def _is_origin(value: str) -> bool:
 _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("port", lambda v: 0 <= v <= 65535, "must be a port number from 0 to 65535"),
     ("log_level", lambda v: v in LOG_LEVELS, "must be one of " + ", ".join(LOG_LEVELS)),
+    ("shutdown_delay", lambda v: v >= 0, "must be 0 or a number of seconds"),
+    ("drain_timeout", lambda v: v >= 0, "must be 0 or a number of seconds"),
     ("upstream_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_connect_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_deadline", lambda v: v > 0, "must be a number of seconds above 0"),

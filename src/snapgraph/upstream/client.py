@@ -76,6 +76,24 @@ class UpstreamAnswer:
     content: bytes
 
 
+@dataclass
+class UpstreamHealth:
+    """What the last exchange with the upstream said: "up" when it answered at all (401 and
+    404 included), "down" after a 5xx, a timeout or a refused connection."""
+
+    state: str = "unknown"
+    seen_at: float = float("-inf")  # time.monotonic() of the last exchange
+
+    @property
+    def seen_seconds_ago(self) -> float | None:
+        age = time.monotonic() - self.seen_at
+        return round(age, 1) if age != float("inf") else None
+
+    def note(self, up: bool) -> None:
+        self.state = "up" if up else "down"
+        self.seen_at = time.monotonic()
+
+
 class _RefuseAllCookies(DefaultCookiePolicy):
     """Never store nor send a cookie: the client is shared by every caller."""
 
@@ -102,6 +120,7 @@ class UpstreamClient:
         deadline: float | None = None,
     ) -> None:
         self._max_body_bytes = max_body_bytes
+        self.health = UpstreamHealth()
         # httpx's timeouts bound each read; an upstream that drips a byte just inside the
         # read timeout would hold a connection forever. This bounds the whole fetch.
         self._deadline = deadline
@@ -130,6 +149,7 @@ class UpstreamClient:
         headers = _forwarded_headers(credentials, request_id)
         started = time.perf_counter()
         answer = await self._send(params, headers, request_id)
+        self.health.note(up=answer.status < 500)
         elapsed = time.perf_counter() - started
         self._observe(str(answer.status), elapsed)
         logger.info(
@@ -146,9 +166,12 @@ class UpstreamClient:
     async def is_reachable(self) -> bool:
         """True when the upstream answers HTTP at all (401 without credentials counts)."""
         try:
-            response = await self._http.get(SNAPSHOTS_PATH)
-        except httpx.HTTPError:
+            async with asyncio.timeout(self._deadline):
+                response = await self._http.get(SNAPSHOTS_PATH)
+        except (httpx.HTTPError, TimeoutError):
+            self.health.note(up=False)
             return False
+        self.health.note(up=response.status_code < 500)
         return response.status_code < 500
 
     async def _send(
@@ -167,10 +190,12 @@ class UpstreamClient:
                     await response.aclose()
             return UpstreamAnswer(response.status_code, response.headers, body)
         except TimeoutError as exc:
+            self.health.note(up=False)
             self._observe("timeout", time.perf_counter() - started)
             logger.warning("upstream deadline passed [request %s]", request_id)
             raise UpstreamUnavailable() from exc
         except httpx.HTTPError as exc:
+            self.health.note(up=False)
             outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport_error"
             self._observe(outcome, time.perf_counter() - started)
             logger.warning("upstream %s [request %s]", type(exc).__name__, request_id)
