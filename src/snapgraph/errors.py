@@ -22,7 +22,8 @@
         │       ├── DocumentInvalid            GRAPHQL_VALIDATION_FAILED, MAX_*_LIMIT,
         │       │                              INTROSPECTION_DISABLED
         │       ├── OperationResolutionFailure OPERATION_RESOLUTION_FAILURE
-        │       └── VariablesInvalid           BAD_USER_INPUT: a variable is missing or wrong
+        │       ├── VariablesInvalid           BAD_USER_INPUT: a variable is missing or wrong
+        │       └── AnswerTooLarge             MAX_RESULT_VALUES_LIMIT: refused before building
         ├── BadUserInput             BAD_USER_INPUT: a field's input is wrong (a representation)
         ├── ResultTooLarge           MAX_RESULT_VALUES_LIMIT: the answer would be too large
         └── UpstreamError            the REST upstream failed us
@@ -174,12 +175,32 @@ class VariablesInvalid(GraphQLRequestInvalid):
     code = "BAD_USER_INPUT"
 
 
+class AnswerTooLarge(GraphQLRequestInvalid):
+    """The answer would hold more values than the limit: refused as a whole, before any of it
+    is built (a field error would still have built the fields before it)."""
+
+    code = "MAX_RESULT_VALUES_LIMIT"
+
+    @classmethod
+    def over(cls, limit: int) -> AnswerTooLarge:
+        from graphql import GraphQLError
+
+        message = (
+            f"The answer would hold more than {limit} values; select fewer fields or aliases, "
+            "or narrow the list with `type`."
+        )
+        return cls([GraphQLError(message, extensions={"code": cls.code, "limit": limit})])
+
+
 class BadUserInput(GatewayError):
     code = "BAD_USER_INPUT"
     message = "The request's input is not valid."
 
 
 class ResultTooLarge(GatewayError):
+    """Raised by a resolver over the result budget; the executor turns it into the request
+    error `AnswerTooLarge`, so the answer is the same whichever path noticed."""
+
     code = "MAX_RESULT_VALUES_LIMIT"
     message = "The answer would hold too many values; select fewer fields or aliases."
 

@@ -138,7 +138,8 @@ class Settings:
     max_result_values: int = _setting(
         300_000,
         "Most leaf values one response may hold (list items times selected fields, summed "
-        "over every alias); a request over it gets MAX_RESULT_VALUES_LIMIT before any work.",
+        "over every alias); a request over it gets MAX_RESULT_VALUES_LIMIT before anything "
+        "is built.",
     )
 
     @classmethod

@@ -1,9 +1,10 @@
 """Running a compiled plan: fetch the lists its root fields need, build the answer from rows.
 
 The fast path serves the common case only, and says so by answering None: variables that do
-not coerce, a root field that fails (no credentials, upstream errors), an answer over the
-result budget. The executor then runs graphql-core, which reports those exactly as it always
-has; the request's data source has already fetched, so nothing is fetched twice.
+not coerce, a root field that fails (no credentials, upstream errors); the executor then runs
+graphql-core, which reports those exactly as it always has (the request's data source has
+already fetched, so nothing is fetched twice). An answer over the result budget is refused
+(`AnswerTooLarge`) before any of it is built.
 
 What it does serve must be byte for byte what graphql-core would have served: data in
 CollectFields order, broken-item errors at each root field's path (with the locations of
@@ -19,6 +20,7 @@ from typing import Any
 from graphql import GraphQLError, GraphQLSchema
 from graphql.execution import VariableValues, get_argument_values, get_variable_values
 
+from snapgraph.errors import AnswerTooLarge
 from snapgraph.execution.plan import TYPENAME, Plan, RootGroup
 from snapgraph.graph.context import Context
 from snapgraph.graph.reports import broken_item_error
@@ -76,8 +78,10 @@ async def start_plan(
         # fails here; graphql-core reports it as it reports every value error.
         return None
     answers = await _answers(schema, groups, context, coerced)
-    if answers is None or _over_budget(groups, answers, context.budget.limit):
+    if answers is None:
         return None
+    if _over_budget(groups, answers, context.budget.limit):
+        raise AnswerTooLarge.over(context.budget.limit)  # before building anything
     return PlannedRun(schema, coerced, groups, answers)
 
 

@@ -33,7 +33,7 @@ from graphql import (
     execute,
 )
 
-from snapgraph.errors import GatewayError, VariablesInvalid
+from snapgraph.errors import AnswerTooLarge, GatewayError, ResultTooLarge, VariablesInvalid
 from snapgraph.execution.compiled import start_plan
 from snapgraph.execution.document import CACHEABLE_BYTES, PreparedDocument
 from snapgraph.execution.plan import Plan, Planner
@@ -202,6 +202,10 @@ class Executor:
         if result.data is None and errors and all(error.path is None for error in errors):
             # Nothing ran: graphql-core refused the variables before execution.
             raise VariablesInvalid(list(errors))
+        for error in errors:
+            if isinstance(error.original_error, ResultTooLarge):
+                # Refused as a whole, as the compiled path refuses it before building.
+                raise AnswerTooLarge.over(error.original_error.extensions["limit"])
         visible = [_visible(error, request_id) for error in errors]
         extensions: dict[str, Any] = {}
         if reports.stale_age is not None:
