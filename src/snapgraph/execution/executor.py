@@ -73,22 +73,22 @@ class _FieldReports:
     def __init__(self, query_type: object) -> None:
         self._query_type = query_type
         self._errors: dict[str, list[GraphQLError]] = {}
+        self._order: dict[str, int] = {}  # root fields as graphql-core starts them: in order
         self.stale_age: float | None = None
 
-    def errors(self, data: dict[str, Any] | None) -> list[GraphQLError]:
-        """The reports in the order of the fields in `data` (document order), whichever field
-        finished first: fetches of different lists complete in any order."""
-        order = {key: position for position, key in enumerate(data or {})}
-        keys = sorted(self._errors, key=lambda key: order.get(key, len(order)))
+    def errors(self) -> list[GraphQLError]:
+        """The reports in document order of their fields, whichever field finished first:
+        fetches of different lists complete in any order."""
+        keys = sorted(self._errors, key=lambda key: self._order.get(key, len(self._order)))
         return [error for key in keys for error in self._errors[key]]
 
     def resolve(
         self, next_: Callable[..., Any], root: Any, info: GraphQLResolveInfo[Any], **args: Any
     ) -> Any:
-        result = next_(root, info, **args)
         if info.parent_type is not self._query_type:
-            return result  # only root fields report; every other field passes straight on
-        return self._unwrap(result, info)
+            return next_(root, info, **args)  # only root fields report; the rest pass on
+        self._order.setdefault(str(info.path.key), len(self._order))
+        return self._unwrap(next_(root, info, **args), info)
 
     async def _unwrap(self, result: Any, info: GraphQLResolveInfo[Any]) -> Any:
         value = await result if inspect.isawaitable(result) else result
@@ -210,7 +210,7 @@ class Executor:
         extensions: dict[str, Any] = {}
         if reports.stale_age is not None:
             extensions = {"stale": True, "staleAgeSeconds": round(reports.stale_age)}
-        return GraphQLResponse(result.data, [*visible, *reports.errors(result.data)], extensions)
+        return GraphQLResponse(result.data, [*visible, *reports.errors()], extensions)
 
 
 def _visible(error: GraphQLError, request_id: str) -> GraphQLError:
