@@ -68,7 +68,7 @@ def test_no_cache_request_refetches_and_refreshes_the_entry(
 
 
 def test_upstream_errors_are_not_cached(faulty: FaultyUpstream, start_gateway) -> None:
-    gateway = start_gateway(faulty.url)
+    gateway = start_gateway(faulty.url, upstream_retries=0)
     faulty.respond(503, "down")
     assert (
         gateway.query(QUERY, ALICE_KEY)["errors"][0]["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"

@@ -34,6 +34,7 @@ from snapgraph.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from snapgraph.metrics import Metrics
 from snapgraph.settings import Settings
 from snapgraph.upstream.client import UpstreamClient
+from snapgraph.upstream.resilience import CircuitBreaker, RetryPolicy
 from snapgraph.web import graphiql
 from snapgraph.web.endpoint import GraphQLEndpoint
 from snapgraph.web.persisted_queries import PersistedQueries, load_safelist
@@ -158,6 +159,8 @@ def _start_gateway(
         transport=transport,
         metrics=metrics,
         deadline=settings.upstream_deadline,
+        retry=RetryPolicy(settings.upstream_retries, settings.upstream_retry_backoff),
+        breaker=CircuitBreaker(settings.upstream_breaker_failures, settings.upstream_breaker_reset),
     )
     store = build_store(
         settings.cache_url,

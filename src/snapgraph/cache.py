@@ -224,6 +224,12 @@ class SnapshotCache:
         while time.monotonic() < give_up_at:
             if await self.store.acquire_lease(key, token, self.lease_seconds):
                 try:
+                    # Another process may have stored a fresh entry and let go of its lease
+                    # between our read and our lease: use it rather than fetch again.
+                    stored = await self._read(key)
+                    if stored is not None and _newer(stored, previous, self.ttl):
+                        self._counted["shared"].inc()
+                        return stored
                     return await self._fetch_and_store(key, fetch, list_type, previous)
                 finally:
                     await self.store.release_lease(key, token)
@@ -292,6 +298,11 @@ class SnapshotCache:
             return float(stamp) >= since
         except ValueError:
             return False
+
+
+def _newer(entry: CachedList, previous: CachedList | None, ttl: float) -> bool:
+    fresh = entry.age < ttl
+    return fresh and (previous is None or entry.fetch_id != previous.fetch_id)
 
 
 def _new_entry(items: list[Any], broken: list[Any], list_type: str | None) -> CachedList:

@@ -237,6 +237,8 @@ class UpstreamRateLimited(UpstreamError):
 class UpstreamUnavailable(UpstreamError):
     code = "UPSTREAM_UNAVAILABLE"
     message = "The snapshots service is unavailable; retry later."
+    # Whether the same GET may be tried again at once (the connection was never made).
+    retryable = False
 
 
 class UpstreamBadResponse(UpstreamError):

@@ -7,7 +7,8 @@
   `CHECK_SECONDS`, never from a call per probe: a blip of the upstream must not take every
   replica out of the balancer, leaving the stale answers each one holds unserved.
 
-    {"status": "ready", "upstream": "up", "upstreamSeenSecondsAgo": 1.2, "cache": "redis"}
+    {"status": "ready", "upstream": "up", "upstreamSeenSecondsAgo": 1.2,
+     "upstreamCircuit": "closed", "cache": "redis"}
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ async def readyz(request: Request) -> Response:
         "status": "draining" if readiness.draining else "ready",
         "upstream": health.state,
         "upstreamSeenSecondsAgo": health.seen_seconds_ago,
+        "upstreamCircuit": gateway.client.breaker.state,
         "cache": gateway.store.state(),
     }
     return JSONResponse(body, status_code=503 if readiness.draining else 200)

@@ -57,6 +57,22 @@ class Settings:
         "Seconds one upstream fetch may take in all: connection, headers and the whole body "
         "(an upstream that drips its body never holds a connection longer).",
     )
+    upstream_retries: int = _setting(
+        2,
+        "Retries of a fetch after a refused connection or a 502/503/504, with jittered "
+        "backoff (or Retry-After), within the fetch deadline. 0 turns them off.",
+    )
+    upstream_retry_backoff: float = _setting(
+        0.1, "Seconds before the first retry; doubled for each next one (jittered ±50%)."
+    )
+    upstream_breaker_failures: int = _setting(
+        5,
+        "Failed fetches in a row that open the circuit breaker: callers then fail fast (stale "
+        "answers served where cached) until one probe succeeds.",
+    )
+    upstream_breaker_reset: float = _setting(
+        5.0, "Seconds an open breaker waits before it lets one probe through."
+    )
     upstream_pool_timeout: float = _setting(
         1.0, "Seconds to wait for a free pooled connection before answering UPSTREAM_UNAVAILABLE."
     )
@@ -288,6 +304,10 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("upstream_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_connect_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_deadline", lambda v: v > 0, "must be a number of seconds above 0"),
+    ("upstream_retries", lambda v: 0 <= v <= 10, "must be from 0 to 10"),
+    ("upstream_retry_backoff", lambda v: v >= 0, "must be 0 or a number of seconds"),
+    ("upstream_breaker_failures", lambda v: v >= 1, "must be at least 1"),
+    ("upstream_breaker_reset", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_pool_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_max_connections", lambda v: v >= 1, "must be at least 1"),
     (

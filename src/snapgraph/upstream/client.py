@@ -38,6 +38,7 @@ from snapgraph.errors import (
 )
 from snapgraph.metrics import Metrics
 from snapgraph.upstream.models import Credentials, ListType
+from snapgraph.upstream.resilience import RETRY_STATUSES, CircuitBreaker, RetryPolicy
 
 logger = logging.getLogger("snapgraph.upstream")
 
@@ -118,12 +119,16 @@ class UpstreamClient:
         max_body_bytes: int = MAX_BODY_BYTES,
         metrics: Metrics | None = None,
         deadline: float | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._max_body_bytes = max_body_bytes
         self.health = UpstreamHealth()
         # httpx's timeouts bound each read; an upstream that drips a byte just inside the
         # read timeout would hold a connection forever. This bounds the whole fetch.
         self._deadline = deadline
+        self._retry = retry or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
         self._metrics = metrics or Metrics()
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -148,7 +153,7 @@ class UpstreamClient:
         params = {"type": list_type} if list_type is not None else None
         headers = _forwarded_headers(credentials, request_id)
         started = time.perf_counter()
-        answer = await self._send(params, headers, request_id)
+        answer = await self._send_with_retries(params, headers, request_id)
         self.health.note(up=answer.status < 500)
         elapsed = time.perf_counter() - started
         self._observe(str(answer.status), elapsed)
@@ -163,6 +168,43 @@ class UpstreamClient:
             raise error_from_response(answer)
         return _json_array(answer.content)
 
+    async def _send_with_retries(
+        self, params: dict[str, str] | None, headers: dict[bytes, bytes], request_id: str
+    ) -> UpstreamAnswer:
+        """`_send`, tried again as the retry policy allows, all within one deadline; refused
+        at once while the breaker is open."""
+        deadline_at = time.monotonic() + (self._deadline or float("inf"))
+        for attempt in range(self._retry.retries + 1):
+            if not self.breaker.allow():
+                self._metrics.upstream_requests.labels(outcome="circuit_open").inc()
+                raise UpstreamUnavailable()
+            try:
+                answer = await self._send(params, headers, request_id, deadline_at)
+            except UpstreamUnavailable as error:
+                self.breaker.record(ok=False)
+                if not (error.retryable and await self._wait_to_retry(attempt, None, deadline_at)):
+                    raise
+                continue
+            failed = answer.status in RETRY_STATUSES
+            self.breaker.record(ok=not failed)
+            retry_after = _retry_after_seconds(answer.headers) if failed else None
+            if not (failed and await self._wait_to_retry(attempt, retry_after, deadline_at)):
+                return answer
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _wait_to_retry(
+        self, attempt: int, retry_after: float | None, deadline_at: float
+    ) -> bool:
+        """Sleep before the next attempt, if there is one and it fits in the deadline."""
+        if attempt >= self._retry.retries:
+            return False
+        delay = self._retry.delay(attempt, retry_after)
+        if time.monotonic() + delay >= deadline_at:
+            return False
+        self._metrics.upstream_requests.labels(outcome="retry").inc()
+        await asyncio.sleep(delay)
+        return True
+
     async def is_reachable(self) -> bool:
         """True when the upstream answers HTTP at all (401 without credentials counts)."""
         try:
@@ -175,11 +217,15 @@ class UpstreamClient:
         return response.status_code < 500
 
     async def _send(
-        self, params: dict[str, str] | None, headers: dict[bytes, bytes], request_id: str
+        self,
+        params: dict[str, str] | None,
+        headers: dict[bytes, bytes],
+        request_id: str,
+        deadline_at: float,
     ) -> UpstreamAnswer:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._deadline):
+            async with asyncio.timeout_at(_loop_time(deadline_at)):
                 request = self._http.build_request(
                     "GET", SNAPSHOTS_PATH, params=params, headers=headers
                 )
@@ -199,7 +245,10 @@ class UpstreamClient:
             outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport_error"
             self._observe(outcome, time.perf_counter() - started)
             logger.warning("upstream %s [request %s]", type(exc).__name__, request_id)
-            raise UpstreamUnavailable() from exc
+            error = UpstreamUnavailable()
+            # Never connected: the GET cannot have reached the upstream, trying again is safe.
+            error.retryable = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            raise error from exc
         except UpstreamBadResponse:
             self._observe("too_large", time.perf_counter() - started)
             raise
@@ -217,6 +266,13 @@ class UpstreamClient:
                 raise UpstreamBadResponse()
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _loop_time(monotonic_at: float) -> float | None:
+    """`time.monotonic()` moment as the running loop's clock reads it (None: no deadline)."""
+    if monotonic_at == float("inf"):
+        return None
+    return asyncio.get_running_loop().time() + (monotonic_at - time.monotonic())
 
 
 def _forwarded_headers(credentials: Credentials, request_id: str) -> dict[bytes, bytes]:

@@ -1,0 +1,101 @@
+"""Retries with backoff within the fetch deadline, Retry-After honoured, and a circuit breaker
+that fails fast while the upstream is down and lets one probe through to recover."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from conftest import ALICE_KEY, Gateway
+from snapgraph.serving import serve_in_thread
+
+QUERY = "{ snapshots { id } }"
+ITEM = (
+    b'[{"id": "s1", "status": "ready", "snapshot_type": "full",'
+    b' "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}]'
+)
+
+
+class ScriptedUpstream:
+    """A real HTTP upstream that answers from a script: one (status, headers) per call, the
+    last one repeated."""
+
+    def __init__(self, servers: ExitStack) -> None:
+        self.script: list[tuple[int, dict[str, str]]] = [(200, {})]
+        self.calls = 0
+
+        async def snapshots(request: Request) -> Response:
+            status, headers = self.script[min(self.calls, len(self.script) - 1)]
+            self.calls += 1
+            body = ITEM if status == 200 else b'{"detail": "down"}'
+            return Response(body, status_code=status, headers=headers)
+
+        app = Starlette(routes=[Route("/v1/snapshots", snapshots)])
+        self.url = servers.enter_context(serve_in_thread(app))
+
+
+@pytest.fixture
+def scripted(servers: ExitStack) -> ScriptedUpstream:
+    return ScriptedUpstream(servers)
+
+
+def code_of(gateway: Gateway) -> str:
+    result = gateway.post(QUERY, ALICE_KEY).json()
+    return "ok" if "errors" not in result else str(result["errors"][0]["extensions"]["code"])
+
+
+def test_a_503_is_retried_and_the_answer_served(
+    scripted: ScriptedUpstream, start_gateway: Callable[..., Gateway]
+) -> None:
+    scripted.script = [(503, {}), (502, {}), (200, {})]
+    gateway = start_gateway(scripted.url, upstream_retry_backoff=0.01)
+    assert code_of(gateway) == "ok"
+    assert scripted.calls == 3
+
+
+def test_retry_after_is_honoured_but_never_past_the_deadline(
+    scripted: ScriptedUpstream, start_gateway: Callable[..., Gateway]
+) -> None:
+    scripted.script = [(503, {"Retry-After": "30"}), (200, {})]
+    gateway = start_gateway(scripted.url, upstream_deadline=1)
+    started = time.monotonic()
+    assert code_of(gateway) == "UPSTREAM_UNAVAILABLE"
+    assert scripted.calls == 1  # a 30 s wait does not fit in a 1 s deadline
+    assert time.monotonic() - started < 5
+    scripted.calls = 0
+    scripted.script = [(503, {"Retry-After": "0"}), (200, {})]
+    assert code_of(start_gateway(scripted.url)) == "ok"
+    assert scripted.calls == 2
+
+
+def test_the_breaker_fails_fast_while_down_then_lets_a_probe_through(
+    scripted: ScriptedUpstream, start_gateway: Callable[..., Gateway]
+) -> None:
+    scripted.script = [(503, {})]
+    gateway = start_gateway(
+        scripted.url,
+        cache_ttl=0,
+        upstream_retries=0,
+        upstream_breaker_failures=3,
+        upstream_breaker_reset=0.5,
+    )
+    assert [code_of(gateway) for _ in range(3)] == ["UPSTREAM_UNAVAILABLE"] * 3
+    assert scripted.calls == 3
+    assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "open"
+    assert [code_of(gateway) for _ in range(5)] == ["UPSTREAM_UNAVAILABLE"] * 5
+    assert scripted.calls == 3  # open: nobody waited on the upstream
+    ready: dict[str, Any] = gateway.http.get("/readyz").json()
+    assert ready["status"] == "ready"  # the replica still serves (stale answers, errors)
+    time.sleep(0.6)
+    scripted.script = [(200, {})]
+    assert code_of(gateway) == "ok"  # the probe
+    assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "closed"
+    assert [code_of(gateway) for _ in range(3)] == ["ok"] * 3
