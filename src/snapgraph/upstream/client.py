@@ -185,10 +185,10 @@ class UpstreamClient:
                 if not (error.retryable and await self._wait_to_retry(attempt, None, deadline_at)):
                     raise
                 continue
-            failed = answer.status in RETRY_STATUSES
-            self.breaker.record(ok=not failed)
-            retry_after = _retry_after_seconds(answer.headers) if failed else None
-            if not (failed and await self._wait_to_retry(attempt, retry_after, deadline_at)):
+            self.breaker.record(ok=answer.status < 500)  # a 401 or 404 is an upstream that works
+            retryable = answer.status in RETRY_STATUSES
+            retry_after = _retry_after_seconds(answer.headers) if retryable else None
+            if not (retryable and await self._wait_to_retry(attempt, retry_after, deadline_at)):
                 return answer
         raise AssertionError("unreachable: the last attempt returns or raises")
 
