@@ -1,0 +1,41 @@
+"""Deployment files: the Dockerfile passes hadolint, and its build steps, run outside a
+container by deploy/smoke.sh, give a wheel that installs, serves and answers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, node_or_skip
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    completed = subprocess.run(
+        [str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_the_image_steps_build_a_wheel_that_serves(tmp_path: Path) -> None:
+    node_or_skip()
+    if shutil.which("curl") is None:
+        pytest.fail("curl is needed by deploy/smoke.sh")
+    completed = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "smoke.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "PYTHON": sys.executable,
+        },
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    assert "smoke: ok" in completed.stdout
