@@ -81,21 +81,21 @@ def process(args: list[str], url: str, env: dict[str, str] | None = None) -> Ite
 
 
 @contextmanager
-def upstream(per_user: int, latency_ms: float = 0.0) -> Iterator[str]:
+def upstream(per_user: int, latency_ms: float = 0.0) -> Iterator[tuple[str, int]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = [sys.executable, str(HERE / "servers.py"), "stub", str(port), str(per_user)]
-    with process([*args, str(latency_ms)], url + "/health"):
-        yield url
+    with process([*args, str(latency_ms)], url + "/health") as pid:
+        yield url, pid
 
 
 @contextmanager
-def reference_upstream(per_user: int) -> Iterator[str]:
+def reference_upstream(per_user: int) -> Iterator[tuple[str, int]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = [sys.executable, str(HERE / "servers.py"), "reference", str(port), "2", str(per_user)]
-    with process(args, url + "/openapi.json"):
-        yield url
+    with process(args, url + "/openapi.json") as pid:
+        yield url, pid
 
 
 @contextmanager
@@ -244,8 +244,7 @@ def rows_for_size(size: int, args: argparse.Namespace) -> list[Row]:
     same = lua_for([json.dumps({"query": SAME_DOCUMENT})], key)
     varied = lua_for(different_documents(500), key)
     rows = []
-    with upstream(size, args.upstream_latency_ms) as upstream_url:
-        upstream_pid = _pid_listening(upstream_url)
+    with upstream(size, args.upstream_latency_ms) as (upstream_url, upstream_pid):
         direct = lua_for([""], {"X-API-Key": "key-000"}, method="GET")
         rows.append(
             measure(
@@ -256,12 +255,12 @@ def rows_for_size(size: int, args: argparse.Namespace) -> list[Row]:
                 args,
             )
         )
-        with reference_upstream(size) as reference_url:
+        with reference_upstream(size) as (reference_url, reference_pid):
             rows.append(
                 measure(
                     "reference upstream (FastAPI + SQLite), called directly",
                     reference_url + "/v1/snapshots",
-                    _pid_listening(reference_url),
+                    reference_pid,
                     direct,
                     args,
                 )
@@ -289,14 +288,6 @@ def rows_for_size(size: int, args: argparse.Namespace) -> list[Row]:
         with gateway(upstream_url, cache_ttl="0") as (url, pid):
             rows.append(measure("snapgraph, cache off", url + "/graphql", pid, same, args, url))
     return rows
-
-
-def _pid_listening(url: str) -> int:
-    port = url.rsplit(":", 1)[1]
-    out = subprocess.run(
-        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
-    ).stdout
-    return int(re.search(r"pid=(\d+)", out).group(1))  # type: ignore[union-attr]
 
 
 def print_table(size: int, rows: list[Row]) -> None:
@@ -335,7 +326,7 @@ def stall(size: int, args: argparse.Namespace) -> None:
             different_documents(500), {"X-API-Key": "key-000", "Content-Type": "application/json"}
         ),
     }
-    with upstream(size) as upstream_url, gateway(upstream_url, cache_ttl="300") as (url, _pid):
+    with upstream(size) as (upstream_url, _), gateway(upstream_url, cache_ttl="300") as (url, _pid):
         _, _, idle_p99, _, _ = wrk(url + "/graphql", small, args.seconds, 1)
         print(f"\nAnother user's small query, p99: idle {idle_p99:.1f} ms")
         for name, big in loads.items():

@@ -99,3 +99,34 @@ def test_the_breaker_fails_fast_while_down_then_lets_a_probe_through(
     assert code_of(gateway) == "ok"  # the probe
     assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "closed"
     assert [code_of(gateway) for _ in range(3)] == ["ok"] * 3
+
+
+def test_the_breaker_counts_fetches_not_attempts(
+    scripted: ScriptedUpstream, start_gateway: Callable[..., Gateway]
+) -> None:
+    scripted.script = [(503, {})]
+    gateway = start_gateway(
+        scripted.url,
+        cache_ttl=0,
+        upstream_retries=2,
+        upstream_retry_backoff=0.01,
+        upstream_breaker_failures=2,
+    )
+    assert code_of(gateway) == "UPSTREAM_UNAVAILABLE"
+    assert scripted.calls == 3  # one fetch, two retries
+    assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "closed"
+    assert code_of(gateway) == "UPSTREAM_UNAVAILABLE"
+    assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "open"
+
+
+def test_a_probe_without_a_verdict_lets_the_next_one_through() -> None:
+    from snapgraph.upstream.resilience import CircuitBreaker
+
+    breaker = CircuitBreaker(failures=1, reset_seconds=0.01)
+    breaker.record(ok=False)
+    time.sleep(0.02)
+    assert breaker.allow() and not breaker.allow()  # one probe at a time
+    breaker.release()  # e.g. the probe was cancelled
+    assert breaker.allow()
+    breaker.record(ok=True)
+    assert breaker.state == "closed"

@@ -283,7 +283,10 @@ class SnapshotCache:
         raise error
 
     async def _note_failure(self, key: str) -> None:
-        """Tell processes waiting on our lease that the upstream failed (signed, short-lived)."""
+        """Tell processes waiting on our lease that the upstream failed (signed, short-lived).
+        In-process waiters share our flight instead: a memory store needs no note."""
+        if self.store.state() == "memory":
+            return
         stamp = repr(time.time())
         await self.store.set(_FAILURE + key, f"{self._sign(_FAILURE + key, stamp)}.{stamp}", 2.0)
 

@@ -1,4 +1,4 @@
-"""Where cache entries live: aiocache backends behind one small `Store` interface.
+"""Where cache entries live, behind one small `Store` interface.
 
 - `MemoryStore`: in-process, bounded by entries and by bytes (LRU), expiring by TTL. Ours
   rather than aiocache's SimpleMemoryCache: that one has no bound, and bounding it meant
@@ -10,8 +10,8 @@
   then Redis again, so a flapping Redis degrades the gateway instead of breaking it.
 
 Values are JSON text (never pickle): whoever can write to a shared Redis must not be able to
-run code in the gateway, and decoding text on every read means no caller shares a mutable
-object with another.
+run code in the gateway. (The cache keeps decoded entries frozen, so that readers who share
+one cannot change it: see cache.py.)
 """
 
 from __future__ import annotations
@@ -133,6 +133,8 @@ class RedisStore(_AiocacheStore):
     """Shared by every gateway process that points at the same Redis; every key has a TTL."""
 
     def __init__(self, url: str, *, op_timeout: float = 0.5) -> None:
+        # `self.cache.client` (aiocache 0.12.3's redis-py client, an attribute it does not
+        # document) runs the lease commands aiocache has no API for: hence the exact pin.
         parts = urlsplit(url)
         self.cache = RedisCache(
             serializer=StringSerializer(),
@@ -203,9 +205,15 @@ class FailoverStore:
         await self._call("set", key, value, ttl)
 
     async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
-        acquired = bool(await self._call("acquire_lease", key, token, seconds))
-        if acquired:  # _call has marked Redis down if it failed, and asked the fallback
-            self._lease_stores[(key, token)] = self.fallback if self.degraded else self.primary
+        store: Store = self.fallback if self.degraded else self.primary
+        try:
+            acquired = await store.acquire_lease(key, token, seconds)
+        except _STORE_ERRORS as exc:
+            self._mark_down(exc)
+            store = self.fallback
+            acquired = await store.acquire_lease(key, token, seconds)
+        if acquired:
+            self._lease_stores[(key, token)] = store
         return acquired
 
     async def lease_held(self, key: str) -> bool:

@@ -35,12 +35,14 @@
             ├── UpstreamUnavailable       5xx, timeout, connection error, pool exhausted
             └── UpstreamBadResponse       non-JSON, unexpected status, contract breach
 
-Field-level errors (`NotAuthenticated`, `BadUserInput`, `ResultTooLarge`, `UpstreamError`) land
-at the field's path beside the data that could be served.
+Field-level errors (`NotAuthenticated`, `BadUserInput`, `UpstreamError`) land at the field's
+path beside the data that could be served; `ResultTooLarge`, raised by a resolver, becomes the
+request error `AnswerTooLarge`.
 
 Messages are written for the API's users: they never carry a credential, an upstream URL,
-an upstream body or a stack trace. Anything that is not a `GatewayError` is masked as
-INTERNAL_SERVER_ERROR by the schema (see `graph/schema.py`).
+an upstream body or a stack trace. Anything that is not a `GatewayError` (or graphql-core's
+own error about a caller's value) is masked as INTERNAL_SERVER_ERROR by the executor
+(`execution/executor.py`), and logged once.
 """
 
 from __future__ import annotations

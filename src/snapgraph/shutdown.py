@@ -26,7 +26,8 @@ logger = logging.getLogger("snapgraph")
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, whose exit on a signal waits for the drain. `handle_exit` is the
-    method uvicorn installs as its signal handler (uvicorn >= 0.30, as pinned)."""
+    method uvicorn installs as its signal handler (undocumented; tests/test_probes.py sends
+    SIGTERM to a real `snapgraph serve` and fails if it stops being called)."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, *, delay: float) -> None:
         super().__init__(config)

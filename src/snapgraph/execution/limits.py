@@ -47,8 +47,8 @@ class DocumentLimits:
 
 @functools.lru_cache(maxsize=64)
 def limit_rules(limits: DocumentLimits) -> tuple[type[ASTValidationRule], ...]:
-    """The validation rules enforcing `limits`: the same class objects for equal limits,
-    because validation caches (strawberry's `ValidationCache`) key on the rule classes.
+    """The validation rules enforcing `limits`: the same class objects for equal limits, built
+    once (a class per call would also defeat any cache keyed on the rules).
 
         >>> limit_rules(DocumentLimits()) is limit_rules(DocumentLimits())
         True

@@ -40,7 +40,7 @@ def _snapshot_id(index: int, representation: Any) -> str | GatewayError:
         )
     snapshot_id = representation.get("id")
     if isinstance(snapshot_id, bool) or not isinstance(snapshot_id, str | int):
-        return BadUserInput(f'Representation {index} must have an "id" string.')
+        return BadUserInput(f'Representation {index} must have an "id" (a string or integer).')
     return str(snapshot_id)
 
 

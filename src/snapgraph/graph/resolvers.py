@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import strawberry
-from strawberry.types.nodes import Selection
+from strawberry.types.nodes import Selection  # the type of `info.selected_fields` items
 
 from snapgraph.graph.context import Info
 from snapgraph.graph.reports import Reported

@@ -11,6 +11,10 @@ from typing import Any, cast
 
 import strawberry
 from graphql import GraphQLError, GraphQLSchema
+
+# FederationAny (the `_Any` scalar) and `entities_resolver` are what strawberry's federation
+# Schema builds `_entities` from; neither is exported or documented. tests/test_federation.py
+# and tests/test_field_reports.py run `_entities` through them and fail if they change.
 from strawberry.federation.schema import FederationAny
 from strawberry.schema.config import StrawberryConfig
 

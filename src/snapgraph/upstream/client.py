@@ -172,25 +172,31 @@ class UpstreamClient:
         self, params: dict[str, str] | None, headers: dict[bytes, bytes], request_id: str
     ) -> UpstreamAnswer:
         """`_send`, tried again as the retry policy allows, all within one deadline; refused
-        at once while the breaker is open."""
+        at once while the breaker is open. The breaker hears one verdict per fetch."""
+        if not self.breaker.allow():
+            self._metrics.upstream_requests.labels(outcome="circuit_open").inc()
+            raise UpstreamUnavailable()
         deadline_at = time.monotonic() + (self._deadline or float("inf"))
-        for attempt in range(self._retry.retries + 1):
-            if not self.breaker.allow():
-                self._metrics.upstream_requests.labels(outcome="circuit_open").inc()
-                raise UpstreamUnavailable()
-            try:
-                answer = await self._send(params, headers, request_id, deadline_at)
-            except UpstreamUnavailable as error:
-                self.breaker.record(ok=False)
-                if not (error.retryable and await self._wait_to_retry(attempt, None, deadline_at)):
+        attempt = 0
+        try:
+            while True:
+                try:
+                    answer = await self._send(params, headers, request_id, deadline_at)
+                except UpstreamUnavailable as error:
+                    if error.retryable and await self._wait_to_retry(attempt, None, deadline_at):
+                        attempt += 1
+                        continue
+                    self.breaker.record(ok=False)
                     raise
-                continue
-            self.breaker.record(ok=answer.status < 500)  # a 401 or 404 is an upstream that works
-            retryable = answer.status in RETRY_STATUSES
-            retry_after = _retry_after_seconds(answer.headers) if retryable else None
-            if not (retryable and await self._wait_to_retry(attempt, retry_after, deadline_at)):
+                if answer.status in RETRY_STATUSES:
+                    retry_after = _retry_after_seconds(answer.headers)
+                    if await self._wait_to_retry(attempt, retry_after, deadline_at):
+                        attempt += 1
+                        continue
+                self.breaker.record(ok=answer.status < 500)  # a 401 or 404: the upstream works
                 return answer
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        finally:
+            self.breaker.release()  # a probe that ended without a verdict (cancelled, too big)
 
     async def _wait_to_retry(
         self, attempt: int, retry_after: float | None, deadline_at: float

@@ -1,8 +1,8 @@
 """Wire types of `GET /v1/snapshots` (the contract in shared/upstream/list-snapshots-api.txt).
 
 `SnapshotInfo` validates one item strictly: a string where the contract says integer is a
-breach, not something to coerce. `split_valid_items` keeps one broken item from taking the
-valid ones down with it. `check_items` does both once per upstream answer and returns rows:
+breach, not something to coerce. `check_items` checks each item on its own, so one broken
+item never takes the valid ones down with it, once per upstream answer, and returns rows:
 each valid item as a plain list of its values in `ROW_FIELDS` order, dates normalized to ISO
 8601 with an offset. Rows are what the cache keeps, so a cache hit validates nothing again.
 """
@@ -88,18 +88,6 @@ class BrokenItem:
     index: int
     id: str | None
     fields: tuple[str, ...]
-
-
-def split_valid_items(items: list[Any]) -> tuple[list[SnapshotInfo], list[BrokenItem]]:
-    """Validate each item on its own; return the valid ones and a report of the others."""
-    valid: list[SnapshotInfo] = []
-    broken: list[BrokenItem] = []
-    for index, item in enumerate(items):
-        try:
-            valid.append(SnapshotInfo.model_validate(item))
-        except ValidationError as exc:
-            broken.append(BrokenItem(index, _item_id(item), _failed_fields(exc)))
-    return valid, broken
 
 
 ROW_FIELDS: tuple[str, ...] = tuple(SnapshotInfo.model_fields)

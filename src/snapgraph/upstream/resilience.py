@@ -1,8 +1,9 @@
 """How the client rides out a failing upstream: retries with jittered backoff, and a breaker.
 
-- `RetryPolicy`: the idempotent GET is tried again after a refused or timed-out connection and
-  after 502, 503 and 504 (not after a slow answer: that would only add load), waiting
-  `backoff * 2**attempt`, jittered, or what `Retry-After` asks; never past the fetch deadline.
+- `RetryPolicy`: the idempotent GET is tried again after a connection that failed (refused or
+  timed out: the request never left) and after 502, 503 and 504 (not after a slow answer: that
+  would only add load), waiting `backoff * 2**attempt`, jittered, or what `Retry-After` asks;
+  never past the fetch deadline.
 - `CircuitBreaker`: after `failures` failed fetches in a row the upstream is left alone for
   `reset_seconds` (callers fail fast; the cache serves stale entries where it has them), then
   one probe goes through: its success closes the breaker, its failure opens it again.
@@ -59,6 +60,11 @@ class CircuitBreaker:
             self._probing = True
             return True
         return False
+
+    def release(self) -> None:
+        """The probe ended without a verdict (cancelled, or a body too large): let another
+        one through. Harmless after `record`."""
+        self._probing = False
 
     def record(self, ok: bool) -> None:
         self._probing = False

@@ -78,10 +78,6 @@ class SnapshotSource:
         self._refresh = refresh
         self._lists: dict[str | None, asyncio.Future[SnapshotList]] = {}
 
-    @property
-    def authenticated(self) -> bool:
-        return bool(self._credentials)
-
     async def snapshots(self, list_type: str | None) -> SnapshotList:
         """The caller's snapshots of `list_type` (None: their own plus public system ones)."""
         if not self._credentials:
