@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import gc
 import json
-import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import uvicorn
 
+from snapgraph import logs
 from snapgraph._version import __version__
 from snapgraph.errors import ConfigError
 from snapgraph.settings import Settings, env_name
@@ -101,14 +101,10 @@ def _serve(args: argparse.Namespace) -> int:
     from snapgraph.shutdown import DrainingServer
 
     settings = settings_from(args, dict(os.environ))
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
-    # Even at debug: httpcore's DEBUG records print the upstream's response headers (its
-    # Set-Cookie among them), and httpx's INFO line per request repeats our own
-    # "upstream GET" line, so both speak only from WARNING up.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+    # Even at debug, httpx and httpcore speak only from WARNING up: httpcore's DEBUG records
+    # print the upstream's response headers (Set-Cookie among them), httpx's INFO line per
+    # request repeats our own "upstream GET" line (see logs.py).
+    logs.configure(settings.log_level, settings.log_format)
     with _upstream_for(settings) as settings:
         app = create_app(settings)
         _tune_garbage_collector()
@@ -117,6 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            log_config=None,  # logs.configure has routed uvicorn's loggers already
+            access_log=False,  # ours (snapgraph.access) names the request id and operation
             timeout_graceful_shutdown=max(1, round(settings.drain_timeout)),
         )
         DrainingServer(config, app, delay=settings.shutdown_delay).run()

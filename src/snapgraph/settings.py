@@ -35,6 +35,9 @@ class Settings:
     host: str = _setting("127.0.0.1", "Interface to listen on.")
     port: int = _setting(8000, "TCP port to listen on.")
     log_level: str = _setting("info", "One of critical, error, warning, info, debug.")
+    log_format: str = _setting(
+        "text", "text (for a terminal) or json (one object per line, for a log pipeline)."
+    )
     shutdown_delay: float = _setting(
         5.0,
         "Seconds after SIGTERM during which /readyz answers 503 while requests are still "
@@ -299,6 +302,7 @@ def _is_origin(value: str) -> bool:
 _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("port", lambda v: 0 <= v <= 65535, "must be a port number from 0 to 65535"),
     ("log_level", lambda v: v in LOG_LEVELS, "must be one of " + ", ".join(LOG_LEVELS)),
+    ("log_format", lambda v: v in ("text", "json"), "must be text or json"),
     ("shutdown_delay", lambda v: v >= 0, "must be 0 or a number of seconds"),
     ("drain_timeout", lambda v: v >= 0, "must be 0 or a number of seconds"),
     ("upstream_timeout", lambda v: v > 0, "must be a number of seconds above 0"),

@@ -37,7 +37,7 @@ from snapgraph.errors import AnswerTooLarge, GatewayError, ResultTooLarge, Varia
 from snapgraph.execution.compiled import start_plan
 from snapgraph.execution.document import CACHEABLE_BYTES, PreparedDocument
 from snapgraph.execution.plan import Plan, Planner
-from snapgraph.execution.response_cache import ResponseCache, response_key
+from snapgraph.execution.response_cache import CachedResponse, ResponseCache, response_key
 from snapgraph.graph.context import Context
 from snapgraph.graph.reports import Reported, broken_item_error
 
@@ -133,14 +133,16 @@ class Executor:
         """Run the (validated) operation; its serialized response. Raises `VariablesInvalid`."""
         plan = self._plan(prepared, operation_name)
         if plan is not None:
-            body = await self._planned(prepared, plan, context, variables, operation_name)
-            if body is not None:
-                return body
+            planned = await self._planned(prepared, plan, context, variables, operation_name)
+            if planned is not None:
+                return planned
         self._answered_by("graphql-core", context)
         response = await self.execute_general(
             prepared, context, variables=variables, operation_name=operation_name
         )
-        return orjson.dumps(response.to_dict())
+        body = response.to_dict()
+        context.error_codes = _codes(body)
+        return orjson.dumps(body)
 
     async def execute_general(
         self,
@@ -182,17 +184,25 @@ class Executor:
             return None
         if run.stale or len(prepared.source) > CACHEABLE_BYTES:
             self._answered_by("compiled", context)
-            return orjson.dumps(await run.body())
+            body = await run.body()
+            context.error_codes = _codes(body)
+            return orjson.dumps(body)
         key = response_key(run.versions, prepared.source, operation_name, run.variables.coerced)
         cached = self.response_cache.get(key)
         if cached is not None:
             self._answered_by("cached", context)
-            return cached
+            context.error_codes = cached.error_codes
+            return cached.body
         self._answered_by("compiled", context)
-        return self.response_cache.put(key, orjson.dumps(await run.body()))
+        body = await run.body()
+        context.error_codes = _codes(body)
+        return self.response_cache.put(
+            key, CachedResponse(orjson.dumps(body), context.error_codes)
+        ).body
 
     def _answered_by(self, path: str, context: Context) -> None:
         self.paths[path] += 1
+        context.answered_by = path
         logger.debug("answered by the %s path [request %s]", path, context.request_id)
 
     def _response(
@@ -211,6 +221,10 @@ class Executor:
         if reports.stale_age is not None:
             extensions = {"stale": True, "staleAgeSeconds": round(reports.stale_age)}
         return GraphQLResponse(result.data, [*visible, *reports.errors()], extensions)
+
+
+def _codes(body: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(sorted({str(e["extensions"]["code"]) for e in body.get("errors", ())}))
 
 
 def _visible(error: GraphQLError, request_id: str) -> GraphQLError:

@@ -7,17 +7,28 @@ can never outlive that entry: a refetch has a new fetch id, and the old answer i
 until the LRU drops it. Stale answers are never kept (their age changes by the second).
 
     cache = ResponseCache(max_bytes=64 << 20)
-    body = cache.get(key) or cache.put(key, orjson.dumps(answer))
+    cached = cache.get(key) or cache.put(key, CachedResponse(orjson.dumps(answer)))
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 ResponseKey = tuple[tuple[str, ...], str, str | None, bytes]
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    """A serialized answer and the codes of its errors (for the access line)."""
+
+    body: bytes
+    error_codes: tuple[str, ...] = ()
+
+
 # What an entry costs beyond its body: its key's document text, and bookkeeping.
 ENTRY_OVERHEAD = 256
 
@@ -36,20 +47,20 @@ class ResponseCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._bodies: OrderedDict[ResponseKey, bytes] = OrderedDict()
+        self._bodies: OrderedDict[ResponseKey, CachedResponse] = OrderedDict()
         self._bytes = 0
 
     @property
     def stored_bytes(self) -> int:
         return self._bytes
 
-    def get(self, key: ResponseKey) -> bytes | None:
+    def get(self, key: ResponseKey) -> CachedResponse | None:
         body = self._bodies.get(key)
         if body is not None:
             self._bodies.move_to_end(key)
         return body
 
-    def put(self, key: ResponseKey, body: bytes) -> bytes:
+    def put(self, key: ResponseKey, body: CachedResponse) -> CachedResponse:
         size = _size(key, body)
         if size > self.max_bytes // 4:
             return body  # one huge answer must not flush everyone else's
@@ -66,5 +77,5 @@ class ResponseCache:
             self._bytes -= _size(key, body)
 
 
-def _size(key: ResponseKey, body: bytes) -> int:
-    return len(body) + len(key[1]) + len(key[3]) + ENTRY_OVERHEAD
+def _size(key: ResponseKey, response: CachedResponse) -> int:
+    return len(response.body) + len(key[1]) + len(key[3]) + ENTRY_OVERHEAD

@@ -38,6 +38,10 @@ class Context:
     snapshots: SnapshotSource
     budget: ResultBudget = field(default_factory=lambda: ResultBudget(300_000))
     max_representations: int = 5_000
+    # For the access line: which path answered ("cached", "compiled", "graphql-core") and
+    # the codes of the errors in the answer.
+    answered_by: str = ""
+    error_codes: tuple[str, ...] = ()
 
 
 Info: TypeAlias = strawberry.Info[Context, None]

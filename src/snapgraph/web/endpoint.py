@@ -87,7 +87,9 @@ class GraphQLEndpoint:
         try:
             body = await self._run(request, request_id)
         except RequestError as exc:
-            return _request_error_response(exc, media_type, request_id)
+            response = _request_error_response(exc, media_type, request_id)
+            request.state.access = {**_access(request), "error_codes": _codes_of(exc)}
+            return response
         except Exception:
             # A bug outside any field (field errors are masked by the executor): still an
             # answer in GraphQL's shape, with nothing of the bug in it, logged once.
@@ -105,15 +107,24 @@ class GraphQLEndpoint:
         operation = prepared.operation(graphql_request.operation_name)
         if request.method == "GET" and operation.operation != OperationType.QUERY:
             raise OperationNotAllowed()
+        request.state.access = {
+            "operation_name": operation.name.value if operation.name else None,
+            "operation_type": operation.operation.value,
+        }
         gateway.documents.validate(prepared)
         if resolved.pending_registration is not None:
             gateway.persisted_queries.remember(*resolved.pending_registration)
-        return await gateway.executor.execute(
+        context = self._context(request, request_id)
+        body = await gateway.executor.execute(
             prepared,
-            self._context(request, request_id),
+            context,
             variables=graphql_request.variables,
             operation_name=graphql_request.operation_name,
         )
+        request.state.access.update(
+            answered_by=context.answered_by, error_codes=list(context.error_codes)
+        )
+        return body
 
     async def _read(self, request: Request) -> GraphQLRequest:
         if request.method == "GET":
@@ -141,6 +152,16 @@ class GraphQLEndpoint:
             budget=ResultBudget(gateway.settings.max_result_values),
             max_representations=gateway.settings.max_representations,
         )
+
+
+def _access(request: Request) -> dict[str, object]:
+    return dict(getattr(request.state, "access", {}))
+
+
+def _codes_of(exc: RequestError) -> list[str]:
+    if isinstance(exc, GraphQLRequestInvalid):
+        return sorted({str((error.extensions or {}).get("code")) for error in exc.errors})
+    return [exc.code]
 
 
 def _request_error_response(exc: RequestError, media_type: str, request_id: str) -> Response:

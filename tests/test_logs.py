@@ -1,0 +1,57 @@
+"""`snapgraph serve --log-format json`: every line is a JSON object, and each request gets one
+access line naming its request id and operation, without any credential."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from conftest import Upstream, first_answer, free_port
+
+
+def test_json_logs_carry_one_access_line_per_request_and_no_credential(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "snapgraph", "serve", f"--port={port}", "--log-format=json"],
+            stderr=stderr,
+            stdout=subprocess.DEVNULL,
+            env={**environ, "SNAPGRAPH_UPSTREAM_URL": upstream.url},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            first_answer(lambda: httpx.get(url + "/livez"), process)
+            for request_id in ("req-1", "req-2"):
+                answer = httpx.post(
+                    url + "/graphql",
+                    json={"query": "query Mine { snapshots { id } }"},
+                    headers={"X-API-Key": "demo-alice-key", "X-Request-ID": request_id},
+                )
+                assert answer.status_code == 200
+            httpx.post(
+                url + "/graphql", json={"query": "{ nope }"}, headers={"X-Request-ID": "bad"}
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    text = log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    access = {line["request_id"]: line for line in lines if line["logger"] == "snapgraph.access"}
+    first, second = access["req-1"], access["req-2"]
+    assert (first["status"], first["operation_name"], first["operation_type"]) == (
+        200,
+        "Mine",
+        "query",
+    )
+    assert (first["answered_by"], second["answered_by"]) == ("compiled", "cached")
+    assert access["bad"]["error_codes"] == ["GRAPHQL_VALIDATION_FAILED"]
+    assert "demo-alice-key" not in text
