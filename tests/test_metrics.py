@@ -19,6 +19,9 @@ def test_metrics_count_upstream_calls_and_cache_results(gateway: Gateway) -> Non
     assert sample(text, 'snapgraph_cache_lookups_total{result="hit"}') == 2
     assert sample(text, 'snapgraph_cache_lookups_total{result="miss"}') == 2
     assert sample(text, 'snapgraph_graphql_requests_total{status="200"}') == 4
+    assert sample(text, 'snapgraph_graphql_answers_total{path="compiled"}') == 1
+    assert sample(text, 'snapgraph_graphql_answers_total{path="cached"}') == 2
+    assert sample(text, 'snapgraph_graphql_answers_total{path="graphql-core"}') == 1
     assert sample(text, "snapgraph_upstream_request_seconds_count") == 2
     assert "demo-alice-key" not in text and "wrong-token" not in text
 

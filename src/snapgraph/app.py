@@ -185,7 +185,9 @@ def _start_gateway(
     )
     # With caching off every fetch is new, so no stored answer could ever be served again.
     response_bytes = settings.response_cache_max_bytes if settings.cache_ttl > 0 else 0
-    executor = Executor(graphql_schema(schema), response_cache=ResponseCache(response_bytes))
+    executor = Executor(
+        graphql_schema(schema), response_cache=ResponseCache(response_bytes), metrics=metrics
+    )
     return Gateway(
         settings, schema, client, store, cache, persisted_queries, metrics, documents, executor
     )

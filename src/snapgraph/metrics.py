@@ -40,6 +40,13 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.graphql_answers = Counter(
+            "snapgraph_graphql_answers",
+            "Executed operations by the path that answered: cached (the response cache), "
+            "compiled (a plan over cached rows) or graphql-core.",
+            ["path"],
+            registry=self.registry,
+        )
         self.graphql_requests = Counter(
             "snapgraph_graphql_requests",
             "GraphQL-over-HTTP requests answered, by HTTP status.",

@@ -40,10 +40,12 @@ from snapgraph.execution.plan import Plan, Planner
 from snapgraph.execution.response_cache import CachedResponse, ResponseCache, response_key
 from snapgraph.graph.context import Context
 from snapgraph.graph.reports import Reported, broken_item_error
+from snapgraph.metrics import Metrics
 
 logger = logging.getLogger("snapgraph.graphql")
 
 MASKED_MESSAGE = "Unexpected error."
+PATHS = ("cached", "compiled", "graphql-core")
 # How graphql-core words the errors it raises while coercing an argument or a directive's
 # value during execution: the caller's values, not our bug (tests/test_client_mistakes.py).
 _VALUE_ERRORS = ("Argument '", 'Argument "')
@@ -115,12 +117,20 @@ class _FieldReports:
 class Executor:
     """Executes operations of one schema; shares only the response cache between requests."""
 
-    def __init__(self, schema: GraphQLSchema, *, response_cache: ResponseCache) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        *,
+        response_cache: ResponseCache,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._schema = schema
         self._planner = Planner(schema)
         self.response_cache = response_cache
         # How operations were answered: "cached", "compiled" or "graphql-core".
         self.paths: Counter[str] = Counter()
+        answers = (metrics or Metrics()).graphql_answers
+        self._answers = {path: answers.labels(path=path) for path in PATHS}
 
     async def execute(
         self,
@@ -202,6 +212,7 @@ class Executor:
 
     def _answered_by(self, path: str, context: Context) -> None:
         self.paths[path] += 1
+        self._answers[path].inc()
         context.answered_by = path
         logger.debug("answered by the %s path [request %s]", path, context.request_id)
 
