@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -103,27 +104,28 @@ class Harness:
     ) -> tuple[bytes, bytes]:
         prepared = self.documents.prepare(query)
         self.documents.validate(prepared)
-        try:
-            general = await self.executor.execute_general(
-                prepared,
-                self.context(credentials),
-                variables=variables,
-                operation_name=operation_name,
+        context = self.context
+        general = _serialized(
+            self.executor.execute_general(
+                prepared, context(credentials), variables=variables, operation_name=operation_name
             )
-        except GraphQLRequestInvalid as refused:
-            general_body = orjson.dumps([error.formatted for error in refused.errors])
-        else:
-            general_body = orjson.dumps(general.to_dict())
-        try:
-            fast = await self.executor.execute(
-                prepared,
-                self.context(credentials),
-                variables=variables,
-                operation_name=operation_name,
+        )
+        fast = _serialized(
+            self.executor.execute(
+                prepared, context(credentials), variables=variables, operation_name=operation_name
             )
-        except GraphQLRequestInvalid as refused:
-            fast = orjson.dumps([error.formatted for error in refused.errors])
-        return fast, general_body
+        )
+        general_bytes = await general  # graphql-core first, as a caller's first request
+        return await fast, general_bytes
+
+
+async def _serialized(answer: Awaitable[Any]) -> bytes:
+    """The bytes a caller gets, or the errors of a refused request (both paths raise alike)."""
+    try:
+        result = await answer
+    except GraphQLRequestInvalid as refused:
+        return orjson.dumps([error.formatted for error in refused.errors])
+    return result if isinstance(result, bytes) else orjson.dumps(result.to_dict())
 
 
 def run(coroutine: Any) -> Any:

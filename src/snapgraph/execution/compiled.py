@@ -34,9 +34,9 @@ from snapgraph.upstream.source import SnapshotList
 class PlannedRun:
     """A plan ready to build: its root groups and the lists they use, all fetched."""
 
-    schema: GraphQLSchema
     variables: VariableValues
     groups: list[RootGroup]
+    arguments: list[dict[str, Any]]  # each group's coerced arguments
     answers: list[SnapshotList | None]
 
     @property
@@ -52,8 +52,8 @@ class PlannedRun:
         """The response, as graphql-core would have answered it."""
         data: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
-        for group, answer in zip(self.groups, self.answers, strict=True):
-            data[group.key], broken = await _value(group, answer, self.variables, self.schema)
+        for group, arguments, answer in zip(self.groups, self.arguments, self.answers, strict=True):
+            data[group.key], broken = await _value(group, arguments, answer)
             errors += [_report(group, item) for item in broken]
         return _body(data, errors, [answer for answer in self.answers if answer is not None])
 
@@ -72,36 +72,41 @@ async def start_plan(
         return None
     try:
         groups = plan.groups(coerced)
-        _check_arguments(schema, groups, coerced)
+        arguments = _arguments(schema, groups, coerced)
     except GraphQLError:
         # A null given for a defaulted variable in a non-null place passes validation, then
         # fails here; graphql-core reports it as it reports every value error.
         return None
-    answers = await _answers(schema, groups, context, coerced)
+    answers = await _answers(groups, arguments, context)
     if answers is None:
         return None
     if _over_budget(groups, answers, context.budget.limit):
         raise AnswerTooLarge.over(context.budget.limit)  # before building anything
-    return PlannedRun(schema, coerced, groups, answers)
+    return PlannedRun(coerced, groups, arguments, answers)
 
 
-def _check_arguments(
+def _arguments(
     schema: GraphQLSchema, groups: list[RootGroup], variables: VariableValues
-) -> None:
-    """Coerce every root argument now, so that building the answer cannot fail on one."""
+) -> list[dict[str, Any]]:
+    """Every root field's arguments, coerced once, now: building the answer cannot fail on
+    one, and fetching and building read the same values."""
     assert schema.query_type is not None
-    for group in groups:
-        if group.name != TYPENAME:
-            get_argument_values(schema.query_type.fields[group.name], group.nodes[0], variables)
+    fields = schema.query_type.fields
+    return [
+        {}
+        if group.name == TYPENAME
+        else get_argument_values(fields[group.name], group.nodes[0], variables)
+        for group in groups
+    ]
 
 
 async def _answers(
-    schema: GraphQLSchema, groups: list[RootGroup], context: Context, variables: VariableValues
+    groups: list[RootGroup], arguments: list[dict[str, Any]], context: Context
 ) -> list[SnapshotList | None] | None:
     """Each group's list (None for `__typename`), fetched together; None if any fetch fails."""
     list_types = {
-        group.key: _list_type(schema, group, variables)
-        for group in groups
+        group.key: _list_type(group, group_arguments)
+        for group, group_arguments in zip(groups, arguments, strict=True)
         if group.name != TYPENAME
     }
     distinct = list(dict.fromkeys(list_types.values()))
@@ -117,12 +122,10 @@ async def _answers(
     return [lists[list_types[group.key]] if group.key in list_types else None for group in groups]
 
 
-def _list_type(schema: GraphQLSchema, group: RootGroup, variables: VariableValues) -> str | None:
+def _list_type(group: RootGroup, arguments: dict[str, Any]) -> str | None:
     if group.name != "snapshots":
         return None  # snapshot(id:) looks in the caller's whole list, as its resolver does
-    assert schema.query_type is not None
-    field = schema.query_type.fields["snapshots"]
-    return upstream_type(get_argument_values(field, group.nodes[0], variables).get("type"))
+    return upstream_type(arguments.get("type"))
 
 
 def _over_budget(groups: list[RootGroup], answers: list[SnapshotList | None], limit: int) -> bool:
@@ -136,14 +139,12 @@ def _over_budget(groups: list[RootGroup], answers: list[SnapshotList | None], li
 
 
 async def _value(
-    group: RootGroup, answer: SnapshotList | None, variables: VariableValues, schema: GraphQLSchema
+    group: RootGroup, arguments: dict[str, Any], answer: SnapshotList | None
 ) -> tuple[Any, tuple[BrokenItem, ...]]:
     if group.name == TYPENAME or answer is None:
         return "Query", ()
     if group.name == "snapshot":
-        assert schema.query_type is not None
-        field = schema.query_type.fields["snapshot"]
-        snapshot_id = str(get_argument_values(field, group.nodes[0], variables)["id"])
+        snapshot_id = str(arguments["id"])
         row = answer.find(snapshot_id)
         if row is not None:
             return group.shape.build(row), ()

@@ -8,6 +8,7 @@ leaves what the access line should say of the operation in `request.state.access
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -15,7 +16,7 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from snapgraph.logs import log_access
+from snapgraph.logs import access_logger, log_access
 
 HEADER = "X-Request-ID"
 _SANE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -50,13 +51,14 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log_access(
-                {
-                    **state.get("access", {}),
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],  # never the query string: it may hold a document
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                }
-            )
+            if access_logger.isEnabledFor(logging.INFO):  # nothing to build when it is off
+                log_access(
+                    {
+                        **state.get("access", {}),
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],  # never the query string: it may hold a document
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    }
+                )
