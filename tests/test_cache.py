@@ -26,8 +26,9 @@ def test_key_depends_on_every_seed_and_hides_them() -> None:
         cache_key(b"other-secret", Credentials(authorization="Bearer a"), None),
     }
     assert len(keys) == 7
-    # "list:" and a hex digest, nothing else: no credential text can appear in a key.
-    assert all(re.fullmatch(r"list:[0-9a-f]{64}", key) for key in keys)
+    # "list:" and a hex digest (in a hash tag's braces), nothing else: no credential text
+    # can appear in a key.
+    assert all(re.fullmatch(r"list:\{[0-9a-f]{64}\}", key) for key in keys)
 
 
 def test_key_is_stable_for_the_same_caller_and_query() -> None:

@@ -124,7 +124,7 @@ def test_a_lease_left_by_a_crashed_process_expires(
     upstream: Upstream, start_gateway, redis_url: str
 ) -> None:
     from snapgraph.cache import cache_key
-    from snapgraph.cache_backends import NAMESPACE
+    from snapgraph.redis_store import NAMESPACE
     from snapgraph.upstream.models import Credentials
 
     key = cache_key(SECRET.encode(), Credentials(api_key="demo-alice-key"), None)
@@ -204,7 +204,7 @@ def test_an_entry_copied_to_another_users_key_in_redis_is_ignored(
     upstream: Upstream, start_gateway, redis_url: str
 ) -> None:
     from snapgraph.cache import cache_key
-    from snapgraph.cache_backends import NAMESPACE
+    from snapgraph.redis_store import NAMESPACE
     from snapgraph.upstream.models import Credentials
 
     gateway = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
@@ -226,7 +226,7 @@ def test_a_lease_without_expiry_blocks_a_user_no_longer_than_a_lease_lasts(
     upstream: Upstream, start_gateway, redis_url: str
 ) -> None:
     from snapgraph.cache import cache_key
-    from snapgraph.cache_backends import NAMESPACE
+    from snapgraph.redis_store import NAMESPACE
     from snapgraph.upstream.models import Credentials
 
     key = cache_key(SECRET.encode(), Credentials(api_key="demo-alice-key"), None)

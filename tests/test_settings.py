@@ -115,3 +115,107 @@ def test_an_unparseable_upstream_url_is_a_config_error_not_a_crash(url: str) -> 
 )
 def test_a_plain_upstream_url_is_accepted(url: str) -> None:
     assert Settings.from_environ({"SNAPGRAPH_UPSTREAM_URL": url}).upstream_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "topology", "nodes", "service", "db", "tls"),
+    [
+        ("redis://cache:6380/2", "node", (("cache", 6380),), None, 2, False),
+        ("rediss://cache", "node", (("cache", 6379),), None, 0, True),
+        (
+            "redis+cluster://:pw@a:7000,b:7001,c",
+            "cluster",
+            (("a", 7000), ("b", 7001), ("c", 6379)),
+            None,
+            0,
+            False,
+        ),
+        (
+            "rediss+sentinel://s1:26379,s2:26380/cache-main/3",
+            "sentinel",
+            (("s1", 26379), ("s2", 26380)),
+            "cache-main",
+            3,
+            True,
+        ),
+        ("redis://[::1]:6379/0", "node", (("::1", 6379),), None, 0, False),
+    ],
+)
+def test_cache_urls_name_a_node_a_cluster_or_a_sentinel_setup(
+    url: str, topology: str, nodes: tuple, service: str | None, db: int, tls: bool
+) -> None:
+    from snapgraph.redis_store import parse_redis_url
+
+    settings = Settings.from_environ({"SNAPGRAPH_CACHE_URL": url, "SNAPGRAPH_CACHE_SECRET": "s"})
+    target = parse_redis_url(settings.cache_url)
+    assert (target.topology, target.nodes, target.service, target.db, target.tls) == (
+        topology,
+        nodes,
+        service,
+        db,
+        tls,
+    )
+
+
+def test_the_password_of_a_cache_url_reaches_redis_unescaped() -> None:
+    from snapgraph.redis_store import parse_redis_url
+
+    target = parse_redis_url("redis+cluster://ops:p%40ss%2Cword@a:7000,b:7001")
+    assert (target.username, target.password) == ("ops", "p@ss,word")
+    assert parse_redis_url("redis://hunter2@cache").password == "hunter2"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://cache:abc/0", "host:port"),
+        ("redis://:hunter2@cache:99999/0", "port from 1 to 65535"),
+        ("redis://a:1,b:2/0", "one host"),
+        ("redis+sentinel://:hunter2@s1:26379", "service name"),
+        ("redis+cluster://:hunter2@a:7000/1", "database 0 only"),
+        ("redis://:hunter2@cache/0?timeout=1", "?query"),
+        ("redis+cluster://:hunter2@a:7000/x/y", "database number"),
+        ("valkey://:hunter2@cache", "scheme"),
+    ],
+)
+def test_a_cache_url_that_cannot_work_is_refused_at_startup_without_its_password(
+    url: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ({"SNAPGRAPH_CACHE_URL": url, "SNAPGRAPH_CACHE_SECRET": "s"})
+    assert caught.value.setting == "SNAPGRAPH_CACHE_URL"
+    assert problem in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_cache_secret_can_come_from_a_file(tmp_path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-from-a-volume\n")
+    settings = Settings.from_environ(
+        {"SNAPGRAPH_CACHE_URL": "redis://cache/0", "SNAPGRAPH_CACHE_SECRET_FILE": str(secret)}
+    )
+    assert settings.cache_secret == "s3cret-from-a-volume"  # the trailing newline dropped
+
+
+@pytest.mark.parametrize(
+    ("content", "also_inline", "problem"),
+    [
+        (None, False, "cannot be read (FileNotFoundError)"),
+        ("\n", False, "names an empty file"),
+        ("s3cret", True, "is set together with SNAPGRAPH_CACHE_SECRET"),
+    ],
+)
+def test_a_secret_file_that_cannot_work_is_refused(
+    tmp_path, content: str | None, also_inline: bool, problem: str
+) -> None:
+    secret = tmp_path / "secret"
+    if content is not None:
+        secret.write_text(content)
+    environ = {"SNAPGRAPH_CACHE_SECRET_FILE": str(secret)}
+    if also_inline:
+        environ["SNAPGRAPH_CACHE_SECRET"] = "inline-s3cret"
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ(environ)
+    assert caught.value.setting == "SNAPGRAPH_CACHE_SECRET_FILE"
+    assert problem in str(caught.value)
+    assert "s3cret" not in str(caught.value).replace(str(tmp_path), "")

@@ -56,12 +56,13 @@ def cache_key(secret: bytes, credentials: Credentials, list_type: str | None) ->
     header, the upstream query (`type`), and the row layout (`ROW_FIELDS`: a release that
     changes it never reads an older release's rows from a shared Redis). It is an HMAC-SHA256
     under the server's secret, so a key reveals no credential and cannot be computed by
-    someone who reads the cache.
+    someone who reads the cache. The digest sits in braces, a Redis Cluster hash tag: every
+    key derived from this one (its lease, its failure note) lands in the same slot.
     """
     seed = orjson.dumps(
         ["list", credentials.authorization, credentials.api_key, list_type, ROW_FIELDS]
     )
-    return "list:" + hmac.new(secret, seed, hashlib.sha256).hexdigest()
+    return "list:{" + hmac.new(secret, seed, hashlib.sha256).hexdigest() + "}"
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 - `MemoryStore`: in-process, bounded by entries and by bytes (LRU), expiring by TTL. Ours
   rather than aiocache's SimpleMemoryCache: that one has no bound, and bounding it meant
   overriding its private methods (and it schedules a timer per key for expiry).
-- `RedisStore`: aiocache's Redis cache, shared by every gateway process; it also offers the
-  lease (`SET NX PX`) that lets one process fetch while the others wait. aiocache's `RedLock`
-  cannot do that: it only wakes waiters inside the process that holds it.
+- `RedisStore` (redis_store.py): one Redis node, a Redis Cluster or a Sentinel-watched master,
+  shared by every gateway process; it also offers the lease (`SET NX PX`) that lets one
+  process fetch while the others wait.
 - `FailoverStore`: Redis first; when Redis fails, the in-process store for a short while,
   then Redis again, so a flapping Redis degrades the gateway instead of breaking it.
 
@@ -21,19 +21,13 @@ import logging
 import time
 from collections import OrderedDict
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
-from aiocache import RedisCache
-from aiocache.serializers import StringSerializer
 from redis.exceptions import RedisError
+
+from snapgraph.redis_store import RedisStore
 
 logger = logging.getLogger("snapgraph.cache")
 
-NAMESPACE = "snapgraph"
-_RELEASE_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 _STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
@@ -48,20 +42,6 @@ class Store(Protocol):
     async def status(self) -> str: ...
     def state(self) -> str: ...
     async def close(self) -> None: ...
-
-
-class _AiocacheStore:
-    """Text values with a TTL in an aiocache cache (`self.cache`)."""
-
-    cache: Any
-
-    async def get(self, key: str) -> str | None:
-        value: str | None = await self.cache.get(key)
-        return value
-
-    async def set(self, key: str, value: str, ttl: float) -> None:
-        # A float TTL: aiocache then uses milliseconds (PSETEX), so sub-second TTLs work.
-        await self.cache.set(key, value, ttl=float(ttl))
 
 
 class MemoryStore:
@@ -127,58 +107,6 @@ class MemoryStore:
     async def close(self) -> None:
         self._values.clear()
         self._bytes = 0
-
-
-class RedisStore(_AiocacheStore):
-    """Shared by every gateway process that points at the same Redis; every key has a TTL."""
-
-    def __init__(self, url: str, *, op_timeout: float = 0.5) -> None:
-        # `self.cache.client` (aiocache 0.12.3's redis-py client, an attribute it does not
-        # document) runs the lease commands aiocache has no API for: hence the exact pin.
-        parts = urlsplit(url)
-        self.cache = RedisCache(
-            serializer=StringSerializer(),
-            namespace=NAMESPACE,
-            endpoint=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            db=int(parts.path.lstrip("/") or 0),
-            password=unquote(parts.password) if parts.password else None,
-            ssl=parts.scheme == "rediss",
-            create_connection_timeout=op_timeout,
-            connection_pool_kwargs={
-                "socket_timeout": op_timeout,
-                "username": unquote(parts.username) if parts.username else None,
-            },
-            timeout=op_timeout,
-        )
-        self.redis = self.cache.client
-
-    async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
-        acquired = await self.redis.set(_lease_key(key), token, nx=True, px=int(seconds * 1000))
-        return bool(acquired)
-
-    async def lease_held(self, key: str) -> bool:
-        return bool(await self.redis.exists(_lease_key(key)))
-
-    async def release_lease(self, key: str, token: str) -> None:
-        # Delete only our own lease: it may have expired and been taken by another process.
-        await self.redis.eval(_RELEASE_SCRIPT, 1, _lease_key(key), token)
-
-    async def status(self) -> str:
-        await self.redis.ping()
-        return "redis"
-
-    def state(self) -> str:
-        return "redis"
-
-    async def close(self) -> None:
-        await self.redis.aclose()
-        # aiocache hands redis-py its own pool, which aclose() leaves open in redis-py >= 5.
-        await self.redis.connection_pool.disconnect()
-
-
-def _lease_key(key: str) -> str:
-    return f"{NAMESPACE}:lease:{key}"
 
 
 class FailoverStore:
@@ -265,8 +193,9 @@ class FailoverStore:
 
 
 def build_store(cache_url: str, *, max_entries: int, max_bytes: int = 128 << 20) -> Store:
-    """The store a `SNAPGRAPH_CACHE_URL` names: memory://, or Redis with an in-process fallback."""
+    """The store a `SNAPGRAPH_CACHE_URL` names: memory://, or Redis (any topology) with an
+    in-process fallback."""
     memory = MemoryStore(max_entries, max_bytes)
     if cache_url == "memory://":
         return memory
-    return FailoverStore(RedisStore(cache_url), memory)
+    return FailoverStore(RedisStore.from_url(cache_url), memory)

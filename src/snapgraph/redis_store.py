@@ -1,0 +1,240 @@
+"""The shared cache in Redis: one node, a Redis Cluster, or a master watched by Sentinel.
+
+`SNAPGRAPH_CACHE_URL` names the topology by its scheme (`rediss` for TLS):
+
+    redis://[[user]:password@]host:port[/db]                     one node
+    redis+cluster://[[user]:password@]host:port[,host:port...]   Redis Cluster seed nodes
+    redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]
+                                                                 Sentinel; the master of `service`
+
+    store = RedisStore.from_url(url, op_timeout=0.5)
+
+redis-py speaks all three; aiocache's Redis backend (0.12.3, its latest release) builds its
+own single-node connection pool and offers no lease, so the store talks to redis-py directly.
+The credentials in the URL authenticate to the Redis nodes; sentinels are asked without
+them (Sentinel's own `requirepass` is not supported yet).
+
+Every key the cache hands us carries its Redis Cluster hash tag (`list:{digest}`), so one
+user's entry, lease and failure note live in one slot: the lease's compare-and-delete script
+touches one key, and a failover moves a user's keys together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+NAMESPACE = "snapgraph"
+SCHEMES = {
+    "redis": ("node", False),
+    "rediss": ("node", True),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+}
+_RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class RedisUrlError(ValueError):
+    """A cache URL that names no usable Redis; the message never repeats a password."""
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where the shared cache lives, parsed from `SNAPGRAPH_CACHE_URL`."""
+
+    topology: str  # node, cluster or sentinel
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool = False
+    db: int = 0
+    service: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse by hand: `urlsplit` cannot read a comma-separated list of hosts."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise RedisUrlError("the scheme must be one of " + ", ".join(f"{s}://" for s in SCHEMES))
+    topology, tls = SCHEMES[scheme]
+    if "?" in rest or "#" in rest:
+        raise RedisUrlError("must not have a ?query or #fragment")
+    authority, _, path = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    username, password = _credentials(userinfo) if at else (None, None)
+    nodes = tuple(_node(part) for part in hosts.split(","))
+    if topology == "node" and len(nodes) > 1:
+        raise RedisUrlError("redis:// takes one host (redis+cluster:// takes several)")
+    segments = [segment for segment in path.split("/") if segment]
+    service = segments.pop(0) if topology == "sentinel" and segments else None
+    if topology == "sentinel" and not service:
+        raise RedisUrlError("redis+sentinel:// needs the service name: .../<service>[/db]")
+    db = _database(segments, topology)
+    return RedisTarget(topology, nodes, tls, db, service, username, password)
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    username, colon, password = userinfo.partition(":")
+    if not colon:
+        # `redis://secret@host` is how many write a password alone: take it as the password.
+        return None, unquote(username)
+    return (unquote(username) or None), unquote(password)
+
+
+def _node(text: str) -> tuple[str, int]:
+    host, colon, port = text.strip().rpartition(":")
+    if not colon:
+        host, port = text.strip(), "6379"
+    host = host.strip("[]")  # an IPv6 literal
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RedisUrlError("each host must be host or host:port, with a port from 1 to 65535")
+    return host, int(port)
+
+
+def _database(segments: list[str], topology: str) -> int:
+    if not segments:
+        return 0
+    if len(segments) > 1 or not segments[0].isdigit():
+        raise RedisUrlError("the path must be a database number, as in /0")
+    if topology == "cluster" and segments[0] != "0":
+        raise RedisUrlError("Redis Cluster has database 0 only")
+    return int(segments[0])
+
+
+def connect(target: RedisTarget, *, op_timeout: float) -> tuple[Any, tuple[Any, ...]]:
+    """A redis-py asyncio client for the target, and the clients it leans on (the
+    sentinels), which must be closed with it. Every socket wait is bounded by `op_timeout`,
+    and retries are few: the cache falls back to the in-process store rather than make a
+    caller wait on a Redis that hangs or is failing over."""
+    sockets: dict[str, Any] = {
+        "socket_timeout": op_timeout,
+        "socket_connect_timeout": op_timeout,
+        "ssl": target.tls,
+    }
+    common = {
+        **sockets,
+        "username": target.username,
+        "password": target.password,
+        "decode_responses": True,
+    }
+    if target.topology == "cluster":
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]
+        cluster = RedisCluster(
+            startup_nodes=nodes,
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 2),
+            require_full_coverage=False,
+            **common,
+        )
+        return cluster, ()
+    if target.topology == "sentinel":
+        # redis-py leaves Sentinel.__init__ unannotated.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.nodes), sentinel_kwargs=sockets, **common
+        )
+        master = sentinel.master_for(target.service or "", db=target.db)
+        return master, tuple(sentinel.sentinels)
+    host, port = target.nodes[0]
+    return redis.Redis(host=host, port=port, db=target.db, **common), ()
+
+
+class RedisStore:
+    """Shared by every gateway process that points at the same Redis; every key has a TTL."""
+
+    def __init__(
+        self, client: Any, *, op_timeout: float = 0.5, helpers: tuple[Any, ...] = ()
+    ) -> None:
+        self.redis = client
+        self._helpers = list(helpers)  # clients closed with ours (a Sentinel's sentinels)
+        # A bound on each call as a whole: redis-py's socket timeout bounds one read, and a
+        # cluster client may retry or follow a redirect within one call.
+        self.op_budget = 4 * op_timeout
+        # Until a command succeeds (at first, and after any failure) commands go one at a
+        # time: redis-py's cluster client, on uvloop, breaks connections when many commands
+        # arrive while it (re)discovers the cluster (seen with 50 concurrent first commands).
+        self._gate = asyncio.Lock()
+        self._proven = False
+
+    @classmethod
+    def from_url(cls, url: str, *, op_timeout: float = 0.5) -> RedisStore:
+        client, helpers = connect(parse_redis_url(url), op_timeout=op_timeout)
+        return cls(client, op_timeout=op_timeout, helpers=helpers)
+
+    async def get(self, key: str) -> str | None:
+        value: str | None = await self._run(lambda: self.redis.get(_entry_key(key)))
+        return value
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        # Milliseconds, so sub-second TTLs (failure notes) work.
+        await self._run(lambda: self.redis.set(_entry_key(key), value, px=max(1, int(ttl * 1000))))
+
+    async def acquire_lease(self, key: str, token: str, seconds: float) -> bool:
+        lease = _lease_key(key)
+        acquired = await self._run(
+            lambda: self.redis.set(lease, token, nx=True, px=int(seconds * 1000))
+        )
+        return bool(acquired)
+
+    async def lease_held(self, key: str) -> bool:
+        return bool(await self._run(lambda: self.redis.exists(_lease_key(key))))
+
+    async def release_lease(self, key: str, token: str) -> None:
+        # Delete only our own lease: it may have expired and been taken by another process.
+        await self._run(lambda: self.redis.eval(_RELEASE_SCRIPT, 1, _lease_key(key), token))
+
+    async def status(self) -> str:
+        await self._run(lambda: self.redis.ping())
+        return "redis"
+
+    def state(self) -> str:
+        return "redis"
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        for helper in self._helpers:
+            await helper.aclose()
+
+    async def _run(self, command: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one command, made only when it runs (a caller cancelled at the gate leaves
+        no coroutine behind)."""
+        if self._proven:
+            return await self._bounded(command)
+        async with self._gate:
+            result = await self._bounded(command)
+            self._proven = True
+            return result
+
+    async def _bounded(self, command: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            async with asyncio.timeout(self.op_budget):
+                return await command()
+        except (RedisError, OSError, TimeoutError):
+            self._proven = False
+            raise
+        except Exception as exc:
+            # Anything else out of the client (a connection it closed under us) is the
+            # cache failing, not the request: the caller falls back to the in-process store.
+            self._proven = False
+            raise RedisError(f"redis client failed: {type(exc).__name__}") from exc
+
+
+def _entry_key(key: str) -> str:
+    return f"{NAMESPACE}:{key}"
+
+
+def _lease_key(key: str) -> str:
+    return f"{NAMESPACE}:lease:{key}"

@@ -1,0 +1,33 @@
+"""The fleet test (tests/fleet.py) in the suite: three replicas behind HAProxy on a Redis
+Cluster, through a replica's SIGKILL, a Redis master's failover and an upstream outage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import fleet
+import pytest
+
+pytestmark = pytest.mark.redis
+
+
+def test_the_fleet_rides_out_a_replica_kill_a_redis_failover_and_an_upstream_outage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if shutil.which("haproxy") is None:
+        message = "haproxy is not installed (apt-get install haproxy; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    report = fleet.run(tmp_path)
+    with capsys.disabled():
+        print("\nfleet test:\n  " + "\n  ".join(report.lines()))
+    assert report.leaks == 0
+    assert all(seconds is not None for seconds in report.recovery_seconds.values()), report
+    assert report.server_errors == 0 and report.transport_errors == 0, report.lines()
+    assert report.answered == report.requests, report.lines()
+    # Coalescing across the fleet: about one upstream call per user per TTL, not one per
+    # replica (three replicas without a shared lease would make about three).
+    assert report.calls_per_user_per_ttl < 1.5, report.lines()

@@ -1,0 +1,139 @@
+"""The shared cache on a real Redis Cluster and a real Sentinel setup, through their failovers.
+
+The servers are Debian's redis-server and redis-sentinel on loopback ports (redis_servers.py):
+a cluster of three masters with a replica each, and a master with a replica watched by three
+sentinels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.crc import key_slot
+from redis_servers import Cluster, SentinelSetup, redis_cluster, redis_sentinel
+
+from conftest import (
+    ALICE_BEARER,
+    ALICE_KEY,
+    BOB_KEY,
+    QUERY,
+    Upstream,
+    data_of,
+    ids,
+    run_concurrently,
+)
+
+pytestmark = pytest.mark.redis
+SECRET = "test-cache-secret"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Iterator[SentinelSetup]:
+    with redis_sentinel(tmp_path) as running:
+        yield running
+
+
+def _entry_keys(cluster: Cluster) -> list[str]:
+    return cluster.keys("snapgraph:list:*")
+
+
+def _flush(cluster: Cluster) -> None:
+    for server in cluster.servers:
+        if server.alive() and server.client().info("replication")["role"] == "master":
+            server.client().flushall()
+
+
+def test_two_gateways_share_entries_through_the_cluster_each_user_in_one_slot(
+    cluster: Cluster, upstream: Upstream, start_gateway
+) -> None:
+    _flush(cluster)
+    one = start_gateway(upstream.url, cache_url=cluster.url, cache_secret=SECRET)
+    two = start_gateway(upstream.url, cache_url=cluster.url, cache_secret=SECRET)
+    for headers in (ALICE_KEY, BOB_KEY):
+        data_of(one.query(QUERY, headers))
+        data_of(two.query(QUERY, headers))
+    assert len(upstream.requests) == 2  # the second gateway read both entries from the cluster
+    assert one.http.get("/readyz").json()["cache"] == "redis"
+
+    keys = _entry_keys(cluster)
+    assert len(keys) == 2
+    for key in keys:
+        tag = key[key.index("{") :]
+        lease_slot = key_slot(f"snapgraph:lease:list:{tag}".encode())
+        note_slot = key_slot(f"snapgraph:failed:list:{tag}".encode())
+        assert key_slot(key.encode()) == lease_slot == note_slot
+        assert cluster.master_of(key).client().pttl(key) > 0
+
+
+def test_concurrent_misses_on_two_gateways_make_one_upstream_call_over_the_cluster(
+    cluster: Cluster, start_upstream, start_gateway
+) -> None:
+    _flush(cluster)
+    upstream = start_upstream(latency=0.3)
+    gateways = [
+        start_gateway(upstream.url, cache_url=cluster.url, cache_secret=SECRET) for _ in range(2)
+    ]
+
+    async def both() -> list[dict]:
+        halves = await asyncio.gather(
+            *(run_concurrently(gateway.url, [ALICE_KEY] * 30) for gateway in gateways)
+        )
+        return [*halves[0], *halves[1]]
+
+    results = asyncio.run(both())
+    assert all("snap-alice-dev" in ids(result) for result in results)
+    alices = [r for r in upstream.requests if r.headers.get("x-api-key") == "demo-alice-key"]
+    assert len(alices) == 1  # the lease, in the user's slot, coalesced both gateways
+
+
+def test_a_cluster_master_failover_is_ridden_out_and_the_new_master_takes_writes(
+    cluster: Cluster, upstream: Upstream, start_gateway
+) -> None:
+    _flush(cluster)
+    gateway = start_gateway(upstream.url, cache_url=cluster.url, cache_secret=SECRET, cache_ttl=0.5)
+    data_of(gateway.query(QUERY, ALICE_BEARER))
+    (alices,) = _entry_keys(cluster)
+    killed = cluster.kill_master_of(alices)
+
+    # Every request during and after the failover is answered in full, within a bound.
+    started = time.monotonic()
+    while cluster.master_of(alices).client().exists(alices) == 0:
+        began = time.monotonic()
+        assert "snap-alice-dev" in ids(gateway.query(QUERY, ALICE_BEARER))
+        assert time.monotonic() - began < 3.0
+        assert time.monotonic() - started < 30, "no entry reached the promoted master"
+        time.sleep(0.1)
+    assert cluster.master_of(alices).port != killed.port
+
+
+def test_the_sentinel_master_serves_and_a_failover_moves_writes_to_the_promoted_replica(
+    sentinel: SentinelSetup, upstream: Upstream, start_gateway
+) -> None:
+    gateway = start_gateway(
+        upstream.url, cache_url=sentinel.url, cache_secret=SECRET, cache_ttl=0.5
+    )
+    data_of(gateway.query(QUERY, ALICE_KEY))
+    assert gateway.http.get("/readyz").json()["cache"] == "redis"
+    assert sentinel.master.client().keys("snapgraph:list:*")  # written to the master
+    sentinel.failover()
+
+    promoted = sentinel.replica.client()
+    promoted.flushall()  # so that an entry there can only be a write made after the failover
+    started = time.monotonic()
+    while not promoted.keys("snapgraph:list:*"):
+        began = time.monotonic()
+        assert "snap-bob-db" in ids(gateway.query(QUERY, BOB_KEY))
+        assert time.monotonic() - began < 3.0
+        assert time.monotonic() - started < 30, "no entry reached the promoted master"
+        time.sleep(0.1)
+    assert gateway.http.get("/readyz").json()["cache"] == "redis"
