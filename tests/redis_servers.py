@@ -295,3 +295,15 @@ def redis_sentinel(directory: Path) -> Iterator[SentinelSetup]:
         yield setup
     finally:
         _stop(servers)
+
+
+@contextmanager
+def redis_node(directory: Path) -> Iterator[RedisServer]:
+    """One plain Redis server."""
+    binaries_or_skip()
+    server = _start("redis-server", directory, free_port_pair(), *_NODE)
+    try:
+        yield server
+    finally:
+        server.process.send_signal(signal.SIGCONT)  # in case a test left it stopped
+        _stop([server])

@@ -8,13 +8,21 @@ sentinels.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis.crc import key_slot
-from redis_servers import Cluster, SentinelSetup, redis_cluster, redis_sentinel
+from redis_servers import (
+    Cluster,
+    SentinelSetup,
+    redis_cluster,
+    redis_node,
+    redis_sentinel,
+    wait_until,
+)
 
 from conftest import (
     ALICE_BEARER,
@@ -137,3 +145,29 @@ def test_the_sentinel_master_serves_and_a_failover_moves_writes_to_the_promoted_
         assert time.monotonic() - started < 30, "no entry reached the promoted master"
         time.sleep(0.1)
     assert gateway.http.get("/readyz").json()["cache"] == "redis"
+
+
+def test_a_hanging_redis_costs_a_request_a_bounded_wait_then_the_gateway_degrades_and_returns(
+    tmp_path: Path, upstream: Upstream, start_gateway
+) -> None:
+    with redis_node(tmp_path) as server:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        gateway = start_gateway(upstream.url, cache_url=url, cache_secret=SECRET)
+        data_of(gateway.query(QUERY, ALICE_KEY))
+        server.process.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+        try:
+            began = time.monotonic()
+            assert "snap-bob-db" in ids(gateway.query(QUERY, BOB_KEY))
+            # Bounded by the Redis timeouts (0.5 s a read, 2 s a command), far below the
+            # upstream deadline; without them the request would wait as long as Redis hangs.
+            assert time.monotonic() - began < 4.0
+            assert gateway.http.get("/readyz").json()["cache"] == "degraded"
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+
+        def back_on_redis() -> bool:
+            gateway.query(QUERY, ALICE_BEARER)  # a request after the fallback window retries
+            return bool(gateway.http.get("/readyz").json()["cache"] == "redis")
+
+        wait_until(back_on_redis, "the gateway to use Redis again", timeout=15)
+        assert server.client().keys("snapgraph:list:*")
