@@ -4,14 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 VENDOR := src/snapgraph/web/static/vendor
+# The explorer's browser bundles; every wheel and sdist needs them (hatch_build.py checks).
+ASSETS := $(VENDOR)/react.js $(VENDOR)/react-dom.js $(VENDOR)/graphiql.js $(VENDOR)/graphiql.css
 
 .PHONY: serve test check schema assets js bench bench-cache clean
 
 serve: $(VENV)/.installed
-	@$(MAKE) --no-print-directory assets || echo "snapgraph: npm unavailable; the explorer will load GraphiQL from a CDN"
+	@$(MAKE) --no-print-directory assets || echo "snapgraph: npm is unavailable, so the explorer's assets are not installed: /graphql answers queries, and browsers get a page saying to install Node.js and npm and run make assets"
 	$(BIN)/snapgraph serve
 
-test: $(VENV)/.installed $(VENDOR)/.copied
+test: $(VENV)/.installed $(ASSETS)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -40,16 +42,25 @@ js/node_modules/.installed: js/package.json js/package-lock.json
 	npm ci --prefix js --no-audit --no-fund --loglevel=error
 	touch $@
 
-assets: $(VENDOR)/.copied
+assets: $(ASSETS)
 
-# The explorer's browser bundles, copied out of the pinned npm packages.
-$(VENDOR)/.copied: js/node_modules/.installed
-	mkdir -p $(VENDOR)
-	cp js/node_modules/react/umd/react.production.min.js $(VENDOR)/react.js
-	cp js/node_modules/react-dom/umd/react-dom.production.min.js $(VENDOR)/react-dom.js
-	cp js/node_modules/graphiql/graphiql.min.js $(VENDOR)/graphiql.js
-	cp js/node_modules/graphiql/graphiql.min.css $(VENDOR)/graphiql.css
-	touch $@
+# The explorer's browser bundles, copied out of the pinned npm packages, each its own target
+# (no marker file: a bundle deleted by hand is copied again). deploy/build.sh does the same.
+$(VENDOR)/react.js: js/node_modules/.installed
+	@mkdir -p $(VENDOR)
+	cp js/node_modules/react/umd/react.production.min.js $@
+
+$(VENDOR)/react-dom.js: js/node_modules/.installed
+	@mkdir -p $(VENDOR)
+	cp js/node_modules/react-dom/umd/react-dom.production.min.js $@
+
+$(VENDOR)/graphiql.js: js/node_modules/.installed
+	@mkdir -p $(VENDOR)
+	cp js/node_modules/graphiql/graphiql.min.js $@
+
+$(VENDOR)/graphiql.css: js/node_modules/.installed
+	@mkdir -p $(VENDOR)
+	cp js/node_modules/graphiql/graphiql.min.css $@
 
 clean:
 	rm -rf $(VENV) js/node_modules $(VENDOR) .pytest_cache .mypy_cache

@@ -100,15 +100,20 @@ def reference_upstream(per_user: int) -> Iterator[tuple[str, int]]:
 
 @contextmanager
 def gateway(
-    upstream_url: str, source: str | None = None, **settings: str
+    upstream_url: str,
+    source: str | None = None,
+    environ: dict[str, str] | None = None,
+    **settings: str,
 ) -> Iterator[tuple[str, int]]:
-    """`snapgraph serve` as its own process; `source` runs another checkout's src/ instead."""
+    """`snapgraph serve` as its own process; `source` runs another checkout's src/ instead;
+    `environ` adds variables other than settings (OTEL_*)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"SNAPGRAPH_UPSTREAM_URL": upstream_url, "SNAPGRAPH_LOG_LEVEL": "warning"}
     if source is not None:
         env["PYTHONPATH"] = source
     env.update({f"SNAPGRAPH_{k.upper()}": v for k, v in settings.items()})
+    env.update(environ or {})
     args = [sys.executable, "-m", "snapgraph", "serve", f"--port={port}"]
     with process(args, url + "/healthz", env) as pid:
         yield url, pid
@@ -386,6 +391,125 @@ def memory(args: argparse.Namespace) -> None:
     )
 
 
+def tracing(args: argparse.Namespace) -> None:
+    """The cost of tracing: the same warm request with tracing off, on (every request traced
+    and exported over OTLP/HTTP to a sink that discards), and, given --before, a checkout
+    without tracing at all: off must cost what no tracing costs."""
+    key = {"X-API-Key": "key-000", "Content-Type": "application/json"}
+    same = lua_for([json.dumps({"query": SAME_DOCUMENT})], key)
+    size = min(args.sizes)
+    rows: list[Row] = []
+    sink_port = free_port()
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    sink_args = [sys.executable, str(HERE / "servers.py"), "sink", str(sink_port)]
+    with upstream(size) as (upstream_url, _), process(sink_args, sink_url + "/health"):
+        variants: list[tuple[str, str | None, dict[str, str]]] = [
+            ("tracing off", None, {}),
+            ("tracing on, OTLP export", None, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url}),
+        ]
+        if args.before:
+            variants.append(("before tracing existed", args.before, {}))
+        for name, source, otel in variants:
+            with gateway(upstream_url, source, otel, cache_ttl="300") as (url, pid):
+                httpx.post(url + "/graphql", json={"query": SAME_DOCUMENT}, headers=key)
+                rows.append(measure(name, url + "/graphql", pid, same, args, url))
+    off = rows[0]
+    hooks_us = _tracing_hooks_off_us()
+    print(f"\nTracing, N = {size}, warm, same document")
+    print(
+        f"With tracing off, a request's tracing hooks cost {hooks_us:.2f} µs of CPU in all "
+        f"({100 * hooks_us / 1000 / off.cpu_ms:.2f}% of the {off.cpu_ms:.3f} ms it costs)."
+    )
+    print("| row | req/s | × off | p50 ms | p99 ms | CPU ms/req | × off CPU |")
+    print("|---|--:|--:|--:|--:|--:|--:|")
+    for row in rows:
+        print(
+            f"| {row.name} | {row.requests_per_second:,.0f} "
+            f"| {row.requests_per_second / off.requests_per_second:.2f} "
+            f"| {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.cpu_ms:.3f} "
+            f"| {row.cpu_ms / off.cpu_ms:.2f} |"
+        )
+
+
+def _tracing_hooks_off_us() -> float:
+    """Every tracing hook one cached request passes, with tracing off, timed in process."""
+    import timeit
+
+    from snapgraph.tracing import Tracing
+
+    tracing = Tracing()
+    headers = {"x-api-key": "key-000"}
+
+    def one_request() -> None:
+        with tracing.request(headers) as span:
+            span.named("Dashboard", "query", SAME_DOCUMENT)
+            tracing.cache_event("hit")
+            span.finished(200, [])
+            _ = span.trace_id
+
+    runs = 200_000
+    return min(timeit.repeat(one_request, number=runs, repeat=5)) / runs * 1e6
+
+
+PAGE_DOCUMENT = (
+    "query Page($after: String) { snapshotsConnection(first: 50, after: $after) "
+    f"{{ pageInfo {{ hasNextPage endCursor }} edges {{ cursor node {{ {FULL} }} }} }} }}"
+)
+
+
+def pages(size: int, args: argparse.Namespace) -> None:
+    """One 50-item page out of `size` snapshots, warm, beside the full list: the same
+    document again (the response cache answers), and every page of a walk in turn with the
+    response cache off (each page built by the compiled path from the cached, sorted list)."""
+    key = {"X-API-Key": "key-000", "Content-Type": "application/json"}
+    full = lua_for([json.dumps({"query": SAME_DOCUMENT})], key)
+    rows: list[Row] = []
+    with upstream(size) as (upstream_url, _):
+        for response_cache in ("on", "off"):
+            settings = {"cache_ttl": "300"}
+            if response_cache == "off":
+                settings["response_cache_max_bytes"] = "0"
+            with gateway(upstream_url, **settings) as (url, pid):
+                cursors = _walk(url, key)  # also warms the list and its sorted view
+                one = lua_for([_page_body(cursors[len(cursors) // 2])], key)
+                walk = lua_for([_page_body(cursor) for cursor in cursors], key)
+                graphql = url + "/graphql"
+                cache = f"response cache {response_cache}"
+                rows.append(measure(f"full list, {cache}", graphql, pid, full, args, url))
+                if response_cache == "on":
+                    name = f"one 50-item page, same page, {cache}"
+                    rows.append(measure(name, graphql, pid, one, args, url))
+                name = f"50-item pages of a walk, a different page each time, {cache}"
+                rows.append(measure(name, graphql, pid, walk, args, url))
+    full_cpu = {row.name.split(", ")[-1]: row.cpu_ms for row in rows if row.name.startswith("full")}
+    print(f"\nPages: one 50-item page out of N = {size} snapshots, warm, beside the full list")
+    columns = ["req/s", "p50 ms", "p99 ms", "CPU ms/req", "CPU × full list", "upstream calls"]
+    print("| row | " + " | ".join(columns) + " | errors |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+    for row in rows:
+        ratio = row.cpu_ms / full_cpu[row.name.split(", ")[-1]]
+        print(
+            f"| {row.name} | {row.requests_per_second:,.0f} | {row.p50_ms:.1f} | "
+            f"{row.p99_ms:.1f} | {row.cpu_ms:.2f} | {ratio:.3f} | {row.upstream_calls:.0f} "
+            f"| {row.errors} |"
+        )
+
+
+def _page_body(after: str | None) -> str:
+    return json.dumps({"query": PAGE_DOCUMENT, "variables": {"after": after}})
+
+
+def _walk(url: str, headers: dict[str, str]) -> list[str | None]:
+    """The `after` of every page of a walk through the list (None: the first page)."""
+    cursors: list[str | None] = [None]
+    while True:
+        body = httpx.post(url + "/graphql", content=_page_body(cursors[-1]), headers=headers)
+        info = body.json()["data"]["snapshotsConnection"]["pageInfo"]
+        if not info["hasNextPage"]:
+            return cursors
+        cursors.append(info["endCursor"])
+
+
 def load_only(url: str, seconds: int) -> None:
     script = sys.stdin.read()
     wrk(url + "/graphql", script, seconds, 4)
@@ -400,7 +524,10 @@ def main() -> None:
     parser.add_argument("--upstream-latency-ms", type=float, default=0.0)
     parser.add_argument("--before", help="src/ of an older checkout, measured warm in the same run")
     parser.add_argument(
-        "--parts", nargs="+", default=["tables", "stall", "memory"], help="what to measure"
+        "--parts",
+        nargs="+",
+        default=["tables", "stall", "memory", "tracing", "pages"],
+        help="what to measure: tables stall memory tracing pages",
     )
     parser.add_argument("--load-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -418,6 +545,10 @@ def main() -> None:
         stall(max(args.sizes), args)
     if "memory" in args.parts:
         memory(args)
+    if "tracing" in args.parts:
+        tracing(args)
+    if "pages" in args.parts:
+        pages(max(args.sizes), args)
 
 
 if __name__ == "__main__":

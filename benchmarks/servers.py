@@ -2,6 +2,8 @@
 
 python benchmarks/servers.py reference PORT USERS PER_USER
     the reference upstream; users key-000, key-001, ... with PER_USER snapshots each
+python benchmarks/servers.py sink PORT
+    answers 200 to anything (an OTLP collector that keeps nothing, for the tracing rows)
 python benchmarks/servers.py stub PORT PER_USER [LATENCY_MS]
     a stub REST service that accepts any X-API-Key and answers PER_USER generated
     snapshots for it, rendered once per key (as a compiled service with its own cache
@@ -67,9 +69,21 @@ def stub_app(per_user: int, latency: float = 0.0) -> Starlette:
     return Starlette(routes=[Route("/v1/snapshots", snapshots), Route("/health", health)])
 
 
+def sink_app() -> Starlette:
+    async def accept(request: Request) -> Response:
+        await request.body()
+        return Response(b"")
+
+    return Starlette(
+        routes=[Route("/health", accept), Route("/v1/traces", accept, methods=["POST"])]
+    )
+
+
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
-    if kind == "reference":
+    if kind == "sink":
+        app = sink_app()
+    elif kind == "reference":
         users, per_user = int(sys.argv[3]), int(sys.argv[4])
         app = create_reference_app(Dataset.generated(users=users, per_user=per_user))
     else:

@@ -19,14 +19,19 @@ cp js/node_modules/react-dom/umd/react-dom.production.min.js "$vendor/react-dom.
 cp js/node_modules/graphiql/graphiql.min.js "$vendor/graphiql.js"
 cp js/node_modules/graphiql/graphiql.min.css "$vendor/graphiql.css"
 
+# The build itself refuses to run without the bundles (hatch_build.py).
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$out" .
 wheel=$(ls -t "$out"/snapgraph-*.whl | head -n 1)
-# Refuse a wheel without the explorer: it would load GraphiQL from a public CDN.
+# And the image takes no wheel whose explorer differs from the four bundles, or without the
+# py.typed marker.
 "$python" - "$wheel" <<'PY'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-missing = [n for n in ("react.js", "react-dom.js", "graphiql.js", "graphiql.css")
-           if f"snapgraph/web/static/vendor/{n}" not in names]
-sys.exit(f"{sys.argv[1]} lacks the explorer's assets: {missing}" if missing else 0)
+vendor = "snapgraph/web/static/vendor/"
+bundles = {vendor + n for n in ("react.js", "react-dom.js", "graphiql.js", "graphiql.css")}
+shipped = {n for n in names if n.startswith(vendor)}
+if shipped != bundles or "snapgraph/py.typed" not in names:
+    sys.exit(f"{sys.argv[1]}: explorer files {sorted(shipped)}, expected {sorted(bundles)}, "
+             f"and snapgraph/py.typed {'present' if 'snapgraph/py.typed' in names else 'missing'}")
 PY
 echo "$wheel"

@@ -141,3 +141,122 @@ def test_upstream_headers_never_reach_the_logs_even_at_debug(
 
 def clean_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}
+
+
+def test_a_redis_url_that_cannot_work_exits_2_with_one_line_before_anything_starts() -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snapgraph",
+            "serve",
+            "--cache-url=redis://:hunter2@cache:abc/0",
+            "--cache-secret=s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_environ(),
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        "snapgraph: SNAPGRAPH_CACHE_URL must be memory:// or a Redis URL: each host must be "
+        "host or host:port, with a port from 1 to 65535"
+    ]  # the URL itself is never printed: it may hold a password
+
+
+def test_help_is_written_for_users_with_every_default() -> None:
+    top = subprocess.run(
+        [sys.executable, "-m", "snapgraph", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "a GraphQL gateway" in top and "parsing only" not in top
+    serve = subprocess.run(
+        [sys.executable, "-m", "snapgraph", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    flat = " ".join(serve.split())
+    assert "[SNAPGRAPH_CACHE_TTL; default: 30.0]" in flat
+    assert "[SNAPGRAPH_UPSTREAM_URL; default: unset]" in flat
+    upstream = subprocess.run(
+        [sys.executable, "-m", "snapgraph", "upstream", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "TCP port to listen on (default: 9000)" in " ".join(upstream.split())
+
+
+def test_a_mistyped_variable_and_a_secret_flag_are_warned_about(tmp_path: Path) -> None:
+    port = free_port()
+    stderr_file = tmp_path / "stderr"
+    with stderr_file.open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "snapgraph",
+                "serve",
+                f"--port={port}",
+                "--upstream-url=http://127.0.0.1:1",
+                "--cache-secret=on-the-command-line",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**clean_environ(), "SNAPGRAPH_CACHE_TLL": "5"},
+        )
+        try:
+            first_answer(lambda: httpx.get(f"http://127.0.0.1:{port}/livez"), process)
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    logged = stderr_file.read_text()
+    assert (
+        "SNAPGRAPH_CACHE_TLL is not a snapgraph setting; it is ignored "
+        "(did you mean SNAPGRAPH_CACHE_TTL?)"
+    ) in logged
+    assert "--cache-secret is visible in the process list" in logged
+    assert "on-the-command-line" not in logged
+
+
+def test_without_redis_py_the_memory_cache_serves_and_a_redis_url_is_one_line() -> None:
+    """redis-py is the `redis` extra: a gateway on memory:// never imports it."""
+    blocked = (
+        "import sys; sys.modules['redis'] = None; from snapgraph.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", blocked, "serve", "--cache-url=redis://cache/0", "--cache-secret=s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_environ(),
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        "snapgraph: SNAPGRAPH_CACHE_URL names a Redis, but redis-py is not installed: "
+        "pip install 'snapgraph[redis]'"
+    ]
+    served = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['redis'] = None\n"
+            "from fastapi.testclient import TestClient\n"
+            "from snapgraph.app import create_app\n"
+            "from snapgraph.settings import Settings\n"
+            "app = create_app(Settings.from_environ({}, upstream_url='http://127.0.0.1:1'))\n"
+            "with TestClient(app) as client:\n"
+            "    print(client.get('/readyz').json()['cache'])\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_environ(),
+    )
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.strip() == "memory"

@@ -343,3 +343,330 @@ def test_documents_generated_from_the_sdl_match_graphql_core(
     fast, general = run(harness.both(query))
     assert fast == general
     assert harness.executor.paths == {"compiled": 1}
+
+
+# Connections (`snapshotsConnection`): the same proof, over pages. Cursors are deterministic
+# for one caller and position, so a document can name one computed beforehand.
+
+PAGE_ALL = "{ snapshotsConnection(first: 100) { edges { cursor } } }"
+FULL_PAGE = (
+    "totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor } "
+    "edges { cursor node { id name sizeBytes createdAt } }"
+)
+CONNECTION_CASES = [
+    ("{ snapshotsConnection { totalCount } }", None),
+    (f"{{ snapshotsConnection(first: 3) {{ {FULL_PAGE} }} }}", None),
+    (f"{{ snapshotsConnection(last: 2, type: USER) {{ {FULL_PAGE} }} }}", None),
+    (f"{{ snapshotsConnection(first: 4, last: 2) {{ {FULL_PAGE} }} }}", None),
+    (f"{{ snapshotsConnection(first: 0) {{ {FULL_PAGE} }} }}", None),
+    (
+        "{ a: snapshotsConnection(first: 2) { edges { cursor } } "
+        "a: snapshotsConnection(first: 2) { edges { node { id } } pageInfo { endCursor } } }",
+        None,
+    ),
+    (
+        "{ snapshotsConnection(first: 2) { edges { node { id } } edges { node { name } cursor } "
+        "pageInfo { hasNextPage } pageInfo { hasNextPage startCursor } } }",
+        None,
+    ),
+    (
+        "{ __typename snapshotsConnection(first: 2) { __typename t: totalCount "
+        "pageInfo { __typename } edges { __typename node { __typename id } } } }",
+        None,
+    ),
+    (
+        "{ snapshotsConnection(first: 2) { ...C ...C } } "
+        "fragment C on SnapshotConnection { totalCount edges { ...E } pageInfo { ...P } } "
+        "fragment E on SnapshotEdge { cursor node { ...Item } } "
+        "fragment P on PageInfo { endCursor hasNextPage } "
+        "fragment Item on Snapshot { id sizeBytes }",
+        None,
+    ),
+    (
+        "{ snapshotsConnection(first: 2) { ... on SnapshotConnection { totalCount } "
+        "edges { ... on SnapshotEdge { node { id } } } pageInfo { ... { hasPreviousPage } } } }",
+        None,
+    ),
+    (
+        "query ($s: Boolean!, $i: Boolean!) { snapshotsConnection(first: 3) { "
+        "totalCount @skip(if: $s) pageInfo @include(if: $i) { endCursor } "
+        "edges { cursor @skip(if: $s) node @include(if: $i) { id name @skip(if: $s) } } } }",
+        {"s": True, "i": False},
+    ),
+    (
+        "query ($s: Boolean!) { c: snapshotsConnection(first: 1) @skip(if: $s) { totalCount } "
+        "d: snapshotsConnection(first: 1) { edges { node { id } } } }",
+        {"s": True},
+    ),
+    (
+        "{ snapshotsConnection(first: 4, orderBy: [{field: NAME, direction: DESC}, "
+        '{field: CREATED_AT}], filter: {isPublic: false, nameContains: "SNAP"}) '
+        f"{{ {FULL_PAGE} }} }}",
+        None,
+    ),
+    (
+        "query ($f: SnapshotFilter, $o: [SnapshotOrder!]) { "
+        f"snapshotsConnection(first: 5, filter: $f, orderBy: $o) {{ {FULL_PAGE} }} }}",
+        {
+            "f": {
+                "status": ["ready"],
+                "sizeBytes": {"min": 2**40 + 3, "max": "1099511627790"},
+                "createdAt": {"max": "2026-01-20T00:00:00+01:00"},
+            },
+            "o": [{"field": "SIZE_BYTES", "direction": "DESC"}, {"field": "STATUS"}],
+        },
+    ),
+    ("{ snapshotsConnection(first: 1, filter: {snapshotType: []}) { totalCount } }", None),
+    (f"{{ l: snapshots {{ id }} c: snapshotsConnection(first: 2) {{ {FULL_PAGE} }} }}", None),
+    # Refused: graphql-core answers, and both paths say the same.
+    ("{ snapshotsConnection(first: 101) { totalCount } }", None),
+    ("{ snapshotsConnection(last: -1) { totalCount } }", None),
+    ('{ snapshotsConnection(after: "not a cursor") { totalCount } }', None),
+    (
+        '{ snapshotsConnection(filter: {createdAt: {min: "2026-01-01T00:00:00"}}) { totalCount } }',
+        None,
+    ),
+    ("query ($n: Int) { snapshotsConnection(first: $n) { totalCount } }", {"n": "two"}),
+]
+
+
+@pytest.mark.parametrize(("query", "variables"), CONNECTION_CASES)
+def test_connection_edge_cases_match_graphql_core(query: str, variables: Any) -> None:
+    harness = Harness([item(n) for n in range(1, 12)] + BROKEN)
+    fast, general = run(harness.both(query, variables))
+    assert fast == general
+    refused = b"BAD_USER_INPUT" in fast
+    assert harness.executor.paths == ({"graphql-core": 1} if refused else {"compiled": 1})
+    assert b"INTERNAL_SERVER_ERROR" not in fast
+
+
+def cursors_of(harness: Harness) -> list[str]:
+    """Every cursor of the default order without a filter, as the caller would get them."""
+    fast, _ = run(harness.both(PAGE_ALL))
+    edges = json.loads(fast)["data"]["snapshotsConnection"]["edges"]
+    return [edge["cursor"] for edge in edges]
+
+
+def test_connection_pages_from_a_cursor_match_graphql_core() -> None:
+    harness = Harness([item(n) for n in range(1, 12)])
+    cursors = cursors_of(harness)
+    query = (
+        "query ($first: Int, $after: String, $last: Int, $before: String) { "
+        "snapshotsConnection(first: $first, after: $after, last: $last, before: $before) "
+        f"{{ {FULL_PAGE} }} }}"
+    )
+    for variables in (
+        {"first": 3, "after": cursors[2]},
+        {"last": 3, "before": cursors[5]},
+        {"first": 2, "after": cursors[1], "before": cursors[6]},
+        {"last": 2, "after": cursors[1], "before": cursors[6]},
+        {"after": cursors[6], "before": cursors[1]},
+        {"first": 1, "after": cursors[-1]},
+    ):
+        harness.executor.paths.clear()
+        fast, general = run(harness.both(query, variables))
+        assert fast == general
+        assert harness.executor.paths == {"compiled": 1}
+    other = Harness([item(n) for n in range(1, 12)])
+    fast, general = run(
+        other.both(query, {"first": 1, "after": cursors[0]}, credentials=Credentials(api_key="bob"))
+    )
+    assert fast == general and b"BAD_USER_INPUT" in fast
+
+
+def test_a_connection_page_is_charged_alike_on_the_result_budget() -> None:
+    # 60 items, a page of 20: the page's 20 x 3 leaves are over 50, its 20 x 1 are not (and
+    # the whole list's 60 would be).
+    harness = Harness([item(n) for n in range(1, 61)], budget=50)
+    fast, general = run(
+        harness.both("{ snapshotsConnection(first: 20) { edges { cursor node { id name } } } }")
+    )
+    assert fast == general and b"MAX_RESULT_VALUES_LIMIT" in fast
+    harness = Harness([item(n) for n in range(1, 61)], budget=50)
+    fast, general = run(harness.both("{ snapshotsConnection(first: 20) { edges { cursor } } }"))
+    assert fast == general and b"MAX_RESULT_VALUES_LIMIT" not in fast
+
+
+def test_a_stale_connection_page_is_flagged_alike_on_both_paths() -> None:
+    harness = Harness([item(n) for n in range(1, 5)] + BROKEN)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        harness.cache.ttl = 0.01
+        await harness.both("{ snapshotsConnection { totalCount } }")
+        await asyncio.sleep(0.02)
+        from snapgraph.errors import UpstreamUnavailable
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise UpstreamUnavailable()
+
+        harness.client.list_snapshots = down  # type: ignore[method-assign]
+        return await harness.both(f"{{ snapshotsConnection(first: 2) {{ {FULL_PAGE} }} }}")
+
+    fast, general = run(scenario())
+    assert fast == general
+    assert json.loads(fast)["extensions"]["stale"] is True
+
+
+ALIAS = st.sampled_from(["", "", "x: ", "y: "])
+CONNECTION_ARGUMENTS = st.sampled_from(
+    [
+        "",
+        "(first: 3)",
+        "(first: 2, orderBy: [{field: NAME, direction: DESC}])",
+        "(last: 2, orderBy: [{field: SIZE_BYTES}, {field: CREATED_AT, direction: DESC}])",
+        '(first: 4, filter: {nameContains: "1", isPublic: false})',
+        "(type: SYSTEM, first: 1)",
+        "(first: $first, after: $after)",
+        "(last: 2, before: $before)",
+        "(first: 0)",
+        "(first: 2, last: 1, after: $after)",
+    ]
+)
+
+
+@st.composite
+def leaf(draw: st.DrawFn, names: list[str]) -> str:
+    alias = draw(ALIAS)
+    return f"{alias}{draw(st.sampled_from(names))}" + ("" if alias else draw(CONDITION))
+
+
+@st.composite
+def wrapped(draw: st.DrawFn, parts: list[str], type_name: str, spread: str) -> str:
+    """A selection set as written, or in an inline fragment, or with a named fragment."""
+    wrap = draw(st.sampled_from(["plain", "plain", "inline", "spread"]))
+    if wrap == "inline":
+        return f"{{ ... on {type_name}{draw(CONDITION)} {{ {' '.join(parts)} }} __typename }}"
+    if wrap == "spread":
+        return f"{{ ...{spread}{draw(CONDITION)} {' '.join(parts)} }}"
+    return "{ " + " ".join(parts) + " }"
+
+
+@st.composite
+def edge_selection(draw: st.DrawFn) -> str:
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        if draw(st.booleans()):
+            alias = draw(st.sampled_from(["", "n: "]))
+            parts.append(f"{alias}node{draw(CONDITION)} {draw(item_selection())}")
+        else:
+            parts.append(draw(leaf(["cursor", "__typename"])))
+    return draw(wrapped(parts, "SnapshotEdge", "Edge"))
+
+
+@st.composite
+def connection_selection(draw: st.DrawFn) -> str:
+    parts = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["leaf", "pageInfo", "edges"]))
+        if kind == "leaf":
+            parts.append(draw(leaf(["totalCount", "__typename"])))
+        elif kind == "pageInfo":
+            info = [
+                draw(leaf(["hasNextPage", "hasPreviousPage", "startCursor", "endCursor"]))
+                for _ in range(draw(st.integers(1, 3)))
+            ]
+            alias = draw(st.sampled_from(["", "info: "]))
+            selection = draw(wrapped(info, "PageInfo", "Info"))
+            parts.append(f"{alias}pageInfo{draw(CONDITION)} {selection}")
+        else:
+            alias = draw(st.sampled_from(["", "e: "]))
+            parts.append(f"{alias}edges{draw(CONDITION)} {draw(edge_selection())}")
+    return draw(wrapped(parts, "SnapshotConnection", "Connection"))
+
+
+CONNECTION_FRAGMENTS = {
+    "...Item": "fragment Item on Snapshot { id name sizeBytes createdAt __typename }",
+    "...Edge": "fragment Edge on SnapshotEdge { cursor node { id status } }",
+    "...Info": "fragment Info on PageInfo { endCursor hasNextPage }",
+    "...Connection": "fragment Connection on SnapshotConnection { totalCount edges { cursor } }",
+}
+
+
+@st.composite
+def connection_document(draw: st.DrawFn) -> str:
+    roots = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["connection", "connection", "list", "typename"]))
+        condition = draw(CONDITION)
+        if kind == "typename":
+            roots.append(f"__typename{condition}")
+        elif kind == "list":
+            roots.append(f"l: snapshots{condition} {draw(item_selection())}")
+        else:
+            alias = draw(st.sampled_from(["", "c1: ", "c2: "]))
+            arguments = draw(CONNECTION_ARGUMENTS)
+            roots.append(
+                f"{alias}snapshotsConnection{arguments}{condition} {draw(connection_selection())}"
+            )
+    body = " ".join(roots)
+    declared = {
+        "s": "$s: Boolean = false",
+        "i": "$i: Boolean = true",
+        "first": "$first: Int = 2",
+        "after": "$after: String",
+        "before": "$before: String",
+    }
+    used = [text for name, text in declared.items() if re.search(rf"\${name}\b", body)]
+    variables = f"({', '.join(used)})" if used else ""
+    fragments = " ".join(text for spread, text in CONNECTION_FRAGMENTS.items() if spread in body)
+    # A fragment's own spreads count too (Edge selects a node, not Item: no chain needed).
+    return f"query Q{variables} {{ {body} }} {fragments}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    query=connection_document(),
+    variables=st.fixed_dictionaries(
+        {},
+        optional={"s": st.booleans(), "i": st.booleans(), "first": st.integers(0, 4)},
+    ),
+    after=st.none() | st.integers(0, 40) | st.just("junk"),
+    before=st.none() | st.integers(0, 40),
+    items=ITEMS,
+)
+def test_generated_connection_documents_match_graphql_core(
+    query: str,
+    variables: dict[str, Any],
+    after: int | str | None,
+    before: int | None,
+    items: list[dict[str, Any]],
+) -> None:
+    harness = Harness(items)
+    try:
+        harness.documents.validate(harness.documents.prepare(query))
+    except GraphQLRequestInvalid:
+        assume(False)  # e.g. one response key for two different fields
+    cursors = cursors_of(harness)
+    harness.executor.paths.clear()
+    if isinstance(after, int) and cursors:
+        variables["after"] = cursors[after % len(cursors)]
+    elif after == "junk":
+        variables["after"] = "junk"
+    if before is not None and cursors:
+        variables["before"] = cursors[before % len(cursors)]
+    fast, general = run(harness.both(query, variables))
+    assert fast == general
+    if b"BAD_USER_INPUT" in fast:  # a cursor for another order, filter or type
+        assert harness.executor.paths == {"graphql-core": 1}
+        return
+    assert harness.executor.paths == {"compiled": 1}  # the fast path ran, not a fallback
+    again, _ = run(harness.both(query, variables))  # now from the response cache
+    assert again == general
+    assert harness.executor.paths == {"compiled": 1, "cached": 1}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(query=schema_queries(GRAPHQL_SCHEMA, fields=["snapshotsConnection"]), items=ITEMS)
+def test_connection_documents_generated_from_the_sdl_match_graphql_core(
+    query: str, items: list[dict[str, Any]]
+) -> None:
+    harness = Harness(items)
+    try:
+        harness.documents.validate(harness.documents.prepare(query))
+    except GraphQLRequestInvalid:
+        assume(False)
+    fast, general = run(harness.both(query))
+    assert fast == general
+    assert b"INTERNAL_SERVER_ERROR" not in fast
+    refused = b"BAD_USER_INPUT" in fast
+    assert harness.executor.paths == ({"graphql-core": 1} if refused else {"compiled": 1})

@@ -6,11 +6,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, node_or_skip
+from snapgraph.web import graphiql
 
 
 def test_the_dockerfile_passes_hadolint() -> None:
@@ -39,3 +41,26 @@ def test_the_image_steps_build_a_wheel_that_serves(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     assert "smoke: ok" in completed.stdout
+
+
+def test_the_image_wheel_holds_the_explorer_and_py_typed(tmp_path: Path) -> None:
+    node_or_skip()
+    completed = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "build.sh"), str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "PYTHON": sys.executable,
+        },
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("snapgraph-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    vendor = "snapgraph/web/static/vendor/"
+    # The four bundles and nothing else: no `.copied` marker, whatever the checkout holds.
+    assert {n for n in names if n.startswith(vendor)} == {vendor + b for b in graphiql.BUNDLES}
+    assert "snapgraph/py.typed" in names

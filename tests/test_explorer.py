@@ -40,7 +40,7 @@ def test_explorer_page_references_only_local_assets(gateway: Gateway) -> None:
     assert asset.status_code == 200 and len(asset.content) > 100_000
 
 
-def test_without_assets_the_page_falls_back_to_the_cdn_and_warns_once(
+def test_without_assets_the_page_says_to_run_make_assets_and_loads_no_script(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -50,11 +50,14 @@ def test_without_assets_the_page_falls_back_to_the_cdn_and_warns_once(
     monkeypatch.setattr(graphiql, "VENDOR_DIR", tmp_path)
     with caplog.at_level(logging.WARNING, logger="snapgraph.graphiql"):
         gateway = start_gateway(upstream.url)
-        page = gateway.http.get("/graphql", headers={"Accept": "text/html"}).text
+        page = gateway.http.get("/graphql", headers={"Accept": "text/html"})
         gateway.http.get("/graphql", headers={"Accept": "text/html"})
-    assert "https://unpkg.com/graphiql@3.8.3/graphiql.min.js" in page
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert "make assets" in page.text
+    assert "<script" not in page.text and "<link" not in page.text  # no CDN, no third party
     assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
     assert "make assets" in caplog.records[0].getMessage()
+    assert gateway.query("{ snapshots { id } }", {"X-API-Key": "demo-alice-key"})["data"]
 
 
 def test_explorer_can_be_turned_off(upstream: Upstream, start_gateway) -> None:

@@ -106,3 +106,17 @@ def test_50_entities_cost_one_upstream_call(start_upstream, start_gateway) -> No
     entities = data_of(result)["_entities"]
     assert [e and e["id"] for e in entities] == wanted[:40] + [None] * 10
     assert len(upstream.requests) == 1
+
+
+def test_a_page_of_snapshots_through_the_router(federation: str) -> None:
+    query = (
+        "{ snapshotsConnection(first: 2) "
+        "{ totalCount pageInfo { hasNextPage } edges { node { id } } } }"
+    )
+    response = httpx.post(federation, json={"query": query}, headers=ALICE_KEY, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["snapshotsConnection"] == {
+        "totalCount": 5,  # alice's 3 and the 2 public system snapshots
+        "pageInfo": {"hasNextPage": True},
+        "edges": [{"node": {"id": "snap-alice-failed"}}, {"node": {"id": "snap-alice-dev"}}],
+    }

@@ -13,6 +13,8 @@ import httpx
 
 from conftest import Upstream, first_answer, free_port
 
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
 
 def test_json_logs_carry_one_access_line_per_request_and_no_credential(
     upstream: Upstream, tmp_path: Path
@@ -25,7 +27,12 @@ def test_json_logs_carry_one_access_line_per_request_and_no_credential(
             [sys.executable, "-m", "snapgraph", "serve", f"--port={port}", "--log-format=json"],
             stderr=stderr,
             stdout=subprocess.DEVNULL,
-            env={**environ, "SNAPGRAPH_UPSTREAM_URL": upstream.url},
+            # Tracing on (spans to stdout), so that access lines carry the trace id.
+            env={
+                **environ,
+                "SNAPGRAPH_UPSTREAM_URL": upstream.url,
+                "OTEL_TRACES_EXPORTER": "console",
+            },
         )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -34,7 +41,11 @@ def test_json_logs_carry_one_access_line_per_request_and_no_credential(
                 answer = httpx.post(
                     url + "/graphql",
                     json={"query": "query Mine { snapshots { id } }"},
-                    headers={"X-API-Key": "demo-alice-key", "X-Request-ID": request_id},
+                    headers={
+                        "X-API-Key": "demo-alice-key",
+                        "X-Request-ID": request_id,
+                        "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
+                    },
                 )
                 assert answer.status_code == 200
             httpx.post(
@@ -54,4 +65,14 @@ def test_json_logs_carry_one_access_line_per_request_and_no_credential(
     )
     assert (first["answered_by"], second["answered_by"]) == ("compiled", "cached")
     assert access["bad"]["error_codes"] == ["GRAPHQL_VALIDATION_FAILED"]
+    # The first request fetched (and says what the upstream answered, and how fast); the
+    # second was a cache hit with no upstream call.
+    assert (first["cache"], first["upstream_status"]) == ("miss", 200)
+    assert first["upstream_ms"] > 0
+    assert (second["cache"], second["upstream_status"], second["upstream_ms"]) == (
+        "hit",
+        None,
+        None,
+    )
+    assert first["trace_id"] == second["trace_id"] == TRACE_ID  # the caller's trace, continued
     assert "demo-alice-key" not in text

@@ -1,4 +1,4 @@
-"""The reference upstream implements the contract (shared/upstream/list-snapshots-api.txt)."""
+"""The reference upstream implements the contract (docs/upstream-contract.md)."""
 
 from __future__ import annotations
 

@@ -144,7 +144,7 @@ def test_a_plain_upstream_url_is_accepted(url: str) -> None:
 def test_cache_urls_name_a_node_a_cluster_or_a_sentinel_setup(
     url: str, topology: str, nodes: tuple, service: str | None, db: int, tls: bool
 ) -> None:
-    from snapgraph.redis_store import parse_redis_url
+    from snapgraph.redis_url import parse_redis_url
 
     settings = Settings.from_environ({"SNAPGRAPH_CACHE_URL": url, "SNAPGRAPH_CACHE_SECRET": "s"})
     target = parse_redis_url(settings.cache_url)
@@ -158,7 +158,7 @@ def test_cache_urls_name_a_node_a_cluster_or_a_sentinel_setup(
 
 
 def test_the_password_of_a_cache_url_reaches_redis_unescaped() -> None:
-    from snapgraph.redis_store import parse_redis_url
+    from snapgraph.redis_url import parse_redis_url
 
     target = parse_redis_url("redis+cluster://ops:p%40ss%2Cword@a:7000,b:7001")
     assert (target.username, target.password) == ("ops", "p@ss,word")

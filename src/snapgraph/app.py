@@ -2,11 +2,15 @@
 
 app = create_app(Settings.from_environ(upstream_url="http://127.0.0.1:9000"))
 uvicorn.run(app)
+
+`app_from_environ` is the same gateway as an ASGI factory, for process managers:
+`uvicorn --factory snapgraph.app:app_from_environ` (see its docstring).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +24,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from snapgraph import probes
+from snapgraph import logs, probes
+from snapgraph import metrics_exposition as exposition
 from snapgraph._version import __version__
 from snapgraph.cache import SnapshotCache
 from snapgraph.cache_backends import Store, build_store
@@ -33,6 +38,7 @@ from snapgraph.graph.schema import build_schema, graphql_schema
 from snapgraph.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from snapgraph.metrics import Metrics
 from snapgraph.settings import Settings
+from snapgraph.tracing import Tracing, tracing_from_environ
 from snapgraph.upstream.client import UpstreamClient
 from snapgraph.upstream.resilience import CircuitBreaker, RetryPolicy
 from snapgraph.web import graphiql
@@ -56,10 +62,18 @@ class Gateway:
     metrics: Metrics
     documents: Documents
     executor: Executor
+    tracing: Tracing
 
 
-def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
-    """Build the gateway. `transport` replaces the upstream network (tests of faults only)."""
+def create_app(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    tracing: Tracing | None = None,
+) -> FastAPI:
+    """Build the gateway. `transport` replaces the upstream network (tests of faults only);
+    `tracing` (off by default) is usually `tracing_from_environ(os.environ)`."""
+    tracing = tracing or Tracing()
     if settings.upstream_url is None:
         raise ConfigError(
             "SNAPGRAPH_UPSTREAM_URL", "must be set (the snapshots service's URL)", None
@@ -69,16 +83,21 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = _start_gateway(settings, schema, persisted_queries, transport)
+        gateway = _start_gateway(settings, schema, persisted_queries, transport, tracing)
         app.state.gateway = gateway
         app.state.endpoint = GraphQLEndpoint(gateway)
+        metrics_port = settings.metrics_port if settings.metrics else 0
         try:
-            async with probes.background_check(gateway.client, gateway.store):
+            async with (
+                probes.background_check(gateway.client, gateway.store),
+                exposition.exposed(gateway.metrics, host=settings.host, port=metrics_port),
+            ):
                 yield
         finally:
             # In-flight requests have ended (the server drains before the lifespan ends).
             await gateway.client.aclose()
             await gateway.store.close()
+            tracing.shutdown()  # sends the spans still buffered
 
     app = FastAPI(
         title="snapgraph",
@@ -95,7 +114,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     app.add_route("/livez", probes.livez, methods=["GET"])
     app.add_route("/healthz", probes.livez, methods=["GET"])
     app.add_route("/readyz", probes.readyz, methods=["GET"])
-    if settings.metrics:
+    if settings.metrics and not settings.metrics_port:  # else on their own port (lifespan)
         app.add_route("/metrics", _metrics, methods=["GET"])
     graphiql.mount(app, enabled=settings.graphiql)
     if settings.cors_origins:
@@ -111,6 +130,21 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     # Outermost, so every answer (404s, probes, the explorer, CORS preflights) carries it.
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def app_from_environ() -> FastAPI:
+    """The gateway configured by `SNAPGRAPH_*` alone, with logging set up as `snapgraph serve`
+    does: an ASGI factory for a process manager that runs the workers itself.
+
+        SNAPGRAPH_UPSTREAM_URL=http://snapshots:9000 \\
+            uvicorn --factory snapgraph.app:app_from_environ --workers 4
+
+    With several workers, set `PROMETHEUS_MULTIPROC_DIR` to an empty directory (made fresh on
+    each start) so that /metrics sums them all; `snapgraph serve --workers N` does all this.
+    """
+    settings = Settings.from_environ()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings, tracing=tracing_from_environ(os.environ))
 
 
 def document_limits(settings: Settings) -> DocumentLimits:
@@ -144,6 +178,7 @@ def _start_gateway(
     schema: strawberry.federation.Schema,
     persisted_queries: PersistedQueries,
     transport: httpx.AsyncBaseTransport | None,
+    tracing: Tracing,
 ) -> Gateway:
     assert settings.upstream_url is not None
     metrics = Metrics()
@@ -161,6 +196,7 @@ def _start_gateway(
         deadline=settings.upstream_deadline,
         retry=RetryPolicy(settings.upstream_retries, settings.upstream_retry_backoff),
         breaker=CircuitBreaker(settings.upstream_breaker_failures, settings.upstream_breaker_reset),
+        tracing=tracing,
     )
     store = build_store(
         settings.cache_url,
@@ -179,6 +215,7 @@ def _start_gateway(
         metrics=metrics,
         # Decoded rows take some three times their JSON text: an eighth of the text bound.
         decoded_max_bytes=settings.cache_max_bytes // 8,
+        tracing=tracing,
     )
     documents = Documents(
         graphql_schema(schema), document_limits(settings), max_tokens=settings.max_tokens
@@ -188,8 +225,18 @@ def _start_gateway(
     executor = Executor(
         graphql_schema(schema), response_cache=ResponseCache(response_bytes), metrics=metrics
     )
+    metrics.watch(breaker=client.breaker, store=store, responses=executor.response_cache)
     return Gateway(
-        settings, schema, client, store, cache, persisted_queries, metrics, documents, executor
+        settings,
+        schema,
+        client,
+        store,
+        cache,
+        persisted_queries,
+        metrics,
+        documents,
+        executor,
+        tracing,
     )
 
 

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -39,6 +39,7 @@ from snapgraph.cache_backends import Store
 from snapgraph.errors import UpstreamUnavailable
 from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.metrics import Metrics
+from snapgraph.tracing import Tracing
 from snapgraph.upstream.models import ROW_FIELDS, Credentials
 
 logger = logging.getLogger("snapgraph.cache")
@@ -136,14 +137,21 @@ class SnapshotCache:
         lease_seconds: float,
         metrics: Metrics | None = None,
         decoded_max_bytes: int = 64 << 20,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         lookups = (metrics or Metrics()).cache_lookups
         # Bound once: labels() is a dict lookup under a lock, on every request otherwise.
-        self._counted = {
+        self._counted: dict[str, _Counted] = {
             result: lookups.labels(result=result)
             for result in ("hit", "miss", "coalesced", "shared", "stale")
         }
+        if tracing is not None and tracing.enabled:
+            # Each lookup also becomes an event on the current span; off, nothing is added.
+            self._counted = {
+                result: _TracedCount(counter, result, tracing)
+                for result, counter in self._counted.items()
+            }
         self._secret = secret
         self.ttl = ttl
         self.stale_window = stale_window
@@ -302,6 +310,23 @@ class SnapshotCache:
             return float(stamp) >= since
         except ValueError:
             return False
+
+
+class _Counted(Protocol):
+    def inc(self) -> None: ...
+
+
+class _TracedCount:
+    """A lookup counter that also marks the lookup on the current span."""
+
+    def __init__(self, counter: _Counted, result: str, tracing: Tracing) -> None:
+        self._counter = counter
+        self._result = result
+        self._tracing = tracing
+
+    def inc(self) -> None:
+        self._counter.inc()
+        self._tracing.cache_event(self._result)
 
 
 def _newer(entry: CachedList, previous: CachedList | None, ttl: float) -> bool:

@@ -22,13 +22,17 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
-from snapgraph.redis_store import RedisStore
+from snapgraph.errors import ConfigError
 
 logger = logging.getLogger("snapgraph.cache")
 
-_STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+class StoreFailure(Exception):
+    """A shared store failed (refused, timed out, broke a connection); its message is the
+    underlying error's type name, never a message that may carry an address or a secret."""
+
+
+_STORE_ERRORS = (StoreFailure, OSError, asyncio.TimeoutError)
 
 
 class Store(Protocol):
@@ -186,10 +190,16 @@ class FailoverStore:
         if not self.degraded:
             logger.warning(
                 "Redis cache unavailable (%s); serving from the in-process cache for %.1fs",
-                type(exc).__name__ if exc else "ping failed",
+                _failure_name(exc),
                 self.retry_after,
             )
         self._down_until = time.monotonic() + self.retry_after
+
+
+def _failure_name(exc: BaseException | None) -> str:
+    if exc is None:
+        return "ping failed"
+    return str(exc) if isinstance(exc, StoreFailure) else type(exc).__name__
 
 
 def build_store(cache_url: str, *, max_entries: int, max_bytes: int = 128 << 20) -> Store:
@@ -198,4 +208,12 @@ def build_store(cache_url: str, *, max_entries: int, max_bytes: int = 128 << 20)
     memory = MemoryStore(max_entries, max_bytes)
     if cache_url == "memory://":
         return memory
+    try:
+        from snapgraph.redis_store import RedisStore
+    except ImportError:
+        raise ConfigError(
+            "SNAPGRAPH_CACHE_URL",
+            "names a Redis, but redis-py is not installed: pip install 'snapgraph[redis]'",
+            None,
+        ) from None
     return FailoverStore(RedisStore.from_url(cache_url), memory)

@@ -1,6 +1,9 @@
-"""The `snapgraph` command: parsing only; the work happens in the modules it calls.
+"""snapgraph: a GraphQL gateway (and Apollo Federation 2 subgraph) over the snapshots REST API.
+
+(The command's parsing only; the work happens in the modules it calls.)
 
 snapgraph serve [--port 8000] [--upstream-url URL] ...   the gateway
+snapgraph serve --workers 4 ...                           the gateway in 4 processes
 snapgraph upstream [--port 9000]                          the reference upstream alone
 snapgraph schema [--check] [--output schema.graphql]      print (or check) the subgraph SDL
 snapgraph register FILE.graphql ... --output safelist.json
@@ -11,8 +14,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import gc
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -23,7 +26,9 @@ import uvicorn
 from snapgraph import logs
 from snapgraph._version import __version__
 from snapgraph.errors import ConfigError
-from snapgraph.settings import Settings, env_name
+from snapgraph.settings import Settings, env_name, unknown_variables
+
+logger = logging.getLogger("snapgraph")
 
 DEMO_HINT = """\
 snapgraph: SNAPGRAPH_UPSTREAM_URL is not set: demo data from the reference upstream at {upstream}
@@ -45,28 +50,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="snapgraph", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="snapgraph",
+        description=__doc__.splitlines()[0],
+        epilog="Every serve flag is also an environment variable, named in its help. "
+        "`snapgraph COMMAND --help` lists a command's flags.",
+    )
     parser.add_argument("--version", action="version", version=f"snapgraph {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve the gateway")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the gateway (with demo data when no upstream URL is set)",
+        description="Serve the GraphQL gateway. Flags override SNAPGRAPH_* variables.",
+    )
     _add_setting_flags(serve)
     serve.set_defaults(run=_serve)
 
-    upstream = commands.add_parser("upstream", help="serve the reference upstream with demo data")
-    upstream.add_argument("--host", default="127.0.0.1")
-    upstream.add_argument("--port", type=int, default=9000)
+    upstream = commands.add_parser(
+        "upstream",
+        help="serve the reference upstream with demo data",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    upstream.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    upstream.add_argument("--port", type=int, default=9000, help="TCP port to listen on")
     upstream.set_defaults(run=_upstream)
 
-    schema = commands.add_parser("schema", help="print the subgraph SDL (schema.graphql)")
+    schema = commands.add_parser(
+        "schema",
+        help="print the subgraph SDL (schema.graphql)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     schema.add_argument("--output", type=Path, help="write to this file instead of stdout")
     schema.add_argument("--check", type=Path, help="exit 1 if this file differs from the SDL")
-    schema.add_argument("--federation-version", default="2.11")
+    schema.add_argument(
+        "--federation-version", default="2.11", help="Apollo Federation version to link"
+    )
     schema.set_defaults(run=_schema)
 
     register = commands.add_parser("register", help="write a safelist of GraphQL documents")
     register.add_argument("documents", nargs="+", type=Path, help=".graphql files, one per doc")
-    register.add_argument("--output", type=Path, required=True)
+    register.add_argument(
+        "--output", type=Path, required=True, help="the safelist file to write (JSON)"
+    )
     register.set_defaults(run=_register)
     return parser
 
@@ -75,7 +101,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per setting, named after it; values go through the same parser as env vars."""
     for setting in dataclasses.fields(Settings):
         flag = "--" + setting.name.replace("_", "-")
-        help_text = f"{setting.metadata['help']} [{env_name(setting.name)}]"
+        shown = _shown_default(setting.default)
+        text = f"{setting.metadata['help']} [{env_name(setting.name)}; default: {shown}]"
+        help_text = text.replace("%", "%%")  # argparse formats help with %
         if str(setting.type) == "bool":
             parser.add_argument(
                 flag, dest=setting.name, action=argparse.BooleanOptionalAction, help=help_text
@@ -84,8 +112,23 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=setting.name, metavar="VALUE", help=help_text)
 
 
+def _shown_default(default: object) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, tuple):
+        return ",".join(default) or "none"
+    return str(default)
+
+
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
     """Environment first, flags over it; both validated the same way."""
+    return Settings.from_environ(environ_with_flags(args, environ))
+
+
+def environ_with_flags(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, str]:
+    """`environ` with each flag given as its `SNAPGRAPH_*` variable (what workers inherit)."""
     merged = dict(environ)
     for setting in dataclasses.fields(Settings):
         value = getattr(args, setting.name, None)
@@ -93,41 +136,35 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
             merged[env_name(setting.name)] = "true" if value else "false"
         elif value is not None:
             merged[env_name(setting.name)] = value
-    return Settings.from_environ(merged)
+    return merged
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from snapgraph.app import create_app
-    from snapgraph.shutdown import DrainingServer
+    from snapgraph import workers
 
-    settings = settings_from(args, dict(os.environ))
+    environ = environ_with_flags(args, dict(os.environ))
+    settings = Settings.from_environ(environ)
+    workers.check(settings)
     # Even at debug, httpx and httpcore speak only from WARNING up: httpcore's DEBUG records
     # print the upstream's response headers (Set-Cookie among them), httpx's INFO line per
     # request repeats our own "upstream GET" line (see logs.py).
     logs.configure(settings.log_level, settings.log_format)
+    _warn_about(args, dict(os.environ))
     with _upstream_for(settings) as settings:
-        app = create_app(settings)
-        _tune_garbage_collector()
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            log_config=None,  # logs.configure has routed uvicorn's loggers already
-            access_log=False,  # ours (snapgraph.access) names the request id and operation
-            timeout_graceful_shutdown=max(1, round(settings.drain_timeout)),
-        )
-        DrainingServer(config, app, delay=settings.shutdown_delay).run()
+        workers.serve(settings, environ)
     return 0
 
 
-def _tune_garbage_collector() -> None:
-    """A request over a 10,000-item list allocates some 200,000 objects, which at CPython's
-    default thresholds sets off several collections that each walk every cached row. Fewer,
-    larger young collections (and the startup objects frozen out of them) cut 20% of the CPU
-    of such a request (make bench). Only `serve` does this: it owns the process."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+def _warn_about(args: argparse.Namespace, environ: dict[str, str]) -> None:
+    """A typo in a variable's name should not be silent; a secret on the command line is
+    visible to every user of the machine (`ps`)."""
+    for name, guess in unknown_variables(environ):
+        hint = f" (did you mean {guess}?)" if guess else ""
+        logger.warning("%s is not a snapgraph setting; it is ignored%s", name, hint)
+    if getattr(args, "cache_secret", None) is not None:
+        logger.warning(
+            "--cache-secret is visible in the process list; prefer SNAPGRAPH_CACHE_SECRET_FILE"
+        )
 
 
 @contextlib.contextmanager

@@ -25,6 +25,10 @@ ACCESS_FIELDS = (
     "operation_type",
     "answered_by",
     "error_codes",
+    "cache",
+    "upstream_status",
+    "upstream_ms",
+    "trace_id",
 )
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 

@@ -11,6 +11,7 @@ help text, so the CLI, the README and the error messages cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from snapgraph.errors import ConfigError
+from snapgraph.redis_url import RedisUrlError, parse_redis_url
 
 ENV_PREFIX = "SNAPGRAPH_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -85,13 +87,22 @@ class Settings:
     )
     cache_url: str = _setting(
         "memory://",
-        "memory:// (in-process) or redis://[:password@]host:port/db to share one cache "
-        "between gateway processes.",
+        "memory:// (in-process), or a Redis shared by every gateway process: "
+        "redis://[:password@]host:port/db (one node), "
+        "redis+cluster://[:password@]host:port,host:port (Redis Cluster seed nodes) or "
+        "redis+sentinel://[:password@]host:port,host:port/service/db (Sentinel); "
+        "rediss... for TLS.",
     )
     cache_secret: str | None = _setting(
         None,
         "HMAC secret for cache keys. Required with Redis (the same on every replica); "
-        "random per process otherwise.",
+        "random per process otherwise. Prefer SNAPGRAPH_CACHE_SECRET_FILE: a value in the "
+        "environment or on the command line is visible to more of the system.",
+    )
+    cache_secret_file: str | None = _setting(
+        None,
+        "File whose content (trailing newline removed) is the cache secret, e.g. a mounted "
+        "Kubernetes Secret. Set this or SNAPGRAPH_CACHE_SECRET, not both.",
     )
     cache_ttl: float = _setting(
         30.0, "Seconds an upstream answer is served from cache. 0 turns caching off."
@@ -116,6 +127,16 @@ class Settings:
     federation_version: str = _setting("2.11", "Apollo Federation version of the subgraph SDL.")
     graphiql: bool = _setting(True, "Serve the GraphiQL explorer at GET /graphql.")
     metrics: bool = _setting(True, "Serve Prometheus metrics at GET /metrics.")
+    metrics_port: int = _setting(
+        0,
+        "Port on the same host that serves the metrics alone; the main port then answers 404 "
+        "at /metrics. 0: /metrics on the main port.",
+    )
+    workers: int = _setting(
+        1,
+        "Processes `snapgraph serve` runs on the one port (each with its own cache and "
+        "breaker); their metrics are summed.",
+    )
     cors_origins: tuple[str, ...] = _setting(
         (), "Comma-separated origins allowed by CORS (exact match; none by default)."
     )
@@ -160,6 +181,11 @@ class Settings:
         "over every alias); a request over it gets MAX_RESULT_VALUES_LIMIT before anything "
         "is built.",
     )
+    max_page_size: int = _setting(
+        100,
+        "Most items one page of snapshotsConnection may hold: `first` or `last` above it is "
+        "BAD_USER_INPUT; a page that gives neither holds this many.",
+    )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -171,6 +197,8 @@ class Settings:
             if raw is not None:
                 values[setting.name] = _parse(setting, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("cache_secret_file"):
+            values["cache_secret"] = _secret_from_file(values)
         settings = cls(**values)
         settings.validate()
         return settings
@@ -181,7 +209,8 @@ class Settings:
             if not check(getattr(self, name)):
                 raise ConfigError(env_name(name), problem, getattr(self, name))
         _check_upstream_url(self.upstream_url)  # apart: its message masks a password
-        if self.cache_url.startswith(("redis://", "rediss://")) and not self.cache_secret:
+        _check_cache_url(self.cache_url)  # likewise
+        if self.uses_redis and not self.cache_secret:
             raise ConfigError(
                 env_name("cache_secret"),
                 "must be set when the cache is Redis (use the same value on every replica)",
@@ -190,11 +219,20 @@ class Settings:
 
     @property
     def uses_redis(self) -> bool:
-        return self.cache_url.startswith(("redis://", "rediss://"))
+        return self.cache_url != "memory://"
 
 
 def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Each `SNAPGRAPH_*` variable that names no setting, with the closest one's name."""
+    known = [env_name(setting.name) for setting in dataclasses.fields(Settings)]
+    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+    return [
+        (name, next(iter(difflib.get_close_matches(name, known, n=1)), None)) for name in unknown
+    ]
 
 
 def _parse(setting: dataclasses.Field[Any], raw: str) -> Any:
@@ -284,14 +322,32 @@ def _without_secrets(url: str) -> str | None:
     )
 
 
-def _is_cache_url(value: str) -> bool:
-    parts = urlsplit(value)
-    database = parts.path.lstrip("/")
-    return value == "memory://" or (
-        parts.scheme in ("redis", "rediss")
-        and bool(parts.hostname)
-        and (database == "" or database.isdigit())
-    )
+def _check_cache_url(url: str) -> None:
+    if url == "memory://":
+        return
+    try:
+        parse_redis_url(url)
+    except RedisUrlError as exc:
+        problem = f"must be memory:// or a Redis URL: {exc}"
+        raise ConfigError(env_name("cache_url"), problem, _without_secrets(url)) from None
+
+
+def _secret_from_file(values: dict[str, Any]) -> str:
+    """The secret a file holds; read here so that every later check sees it."""
+    path = values["cache_secret_file"]
+    if values.get("cache_secret"):
+        raise ConfigError(
+            env_name("cache_secret_file"), "is set together with SNAPGRAPH_CACHE_SECRET", path
+        )
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot be read ({type(exc).__name__})"
+        raise ConfigError(env_name("cache_secret_file"), problem, path) from None
+    if not secret:
+        raise ConfigError(env_name("cache_secret_file"), "names an empty file", path)
+    return secret
 
 
 def _is_origin(value: str) -> bool:
@@ -301,6 +357,8 @@ def _is_origin(value: str) -> bool:
 
 _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("port", lambda v: 0 <= v <= 65535, "must be a port number from 0 to 65535"),
+    ("metrics_port", lambda v: 0 <= v <= 65535, "must be a port number from 0 to 65535"),
+    ("workers", lambda v: v >= 1, "must be at least 1"),
     ("log_level", lambda v: v in LOG_LEVELS, "must be one of " + ", ".join(LOG_LEVELS)),
     ("log_format", lambda v: v in ("text", "json"), "must be text or json"),
     ("shutdown_delay", lambda v: v >= 0, "must be 0 or a number of seconds"),
@@ -314,11 +372,6 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("upstream_breaker_reset", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_pool_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_max_connections", lambda v: v >= 1, "must be at least 1"),
-    (
-        "cache_url",
-        _is_cache_url,
-        "must be memory:// or a redis:// or rediss:// URL (host, optional /db number)",
-    ),
     ("cache_ttl", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
     ("cache_stale_window", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
     ("cache_max_entries", lambda v: v >= 1, "must be at least 1"),
@@ -339,4 +392,5 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("max_tokens", lambda v: v >= 1, "must be at least 1"),
     ("max_representations", lambda v: v >= 1, "must be at least 1"),
     ("max_result_values", lambda v: v >= 1, "must be at least 1"),
+    ("max_page_size", lambda v: v >= 1, "must be at least 1"),
 )

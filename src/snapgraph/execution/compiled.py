@@ -1,10 +1,10 @@
 """Running a compiled plan: fetch the lists its root fields need, build the answer from rows.
 
 The fast path serves the common case only, and says so by answering None: variables that do
-not coerce, a root field that fails (no credentials, upstream errors); the executor then runs
-graphql-core, which reports those exactly as it always has (the request's data source has
-already fetched, so nothing is fetched twice). An answer over the result budget is refused
-(`AnswerTooLarge`) before any of it is built.
+not coerce, a root field that fails (no credentials, upstream errors, a page's bad input such
+as a foreign cursor); the executor then runs graphql-core, which reports those exactly as it
+always has (the request's data source has already fetched, so nothing is fetched twice). An
+answer over the result budget is refused (`AnswerTooLarge`) before any of it is built.
 
 What it does serve must be byte for byte what graphql-core would have served: data in
 CollectFields order, broken-item errors at each root field's path (with the locations of
@@ -20,11 +20,13 @@ from typing import Any
 from graphql import GraphQLError, GraphQLSchema
 from graphql.execution import VariableValues, get_argument_values, get_variable_values
 
-from snapgraph.errors import AnswerTooLarge
-from snapgraph.execution.plan import TYPENAME, Plan, RootGroup
+from snapgraph.errors import AnswerTooLarge, BadUserInput
+from snapgraph.execution.plan import CONNECTION, TYPENAME, PageShape, Plan, RootGroup
+from snapgraph.graph.connection import PageQuery, load_page, page_query
 from snapgraph.graph.context import Context
+from snapgraph.graph.pages import Page
 from snapgraph.graph.reports import broken_item_error
-from snapgraph.graph.resolvers import upstream_type
+from snapgraph.graph.resolvers import page_cost, upstream_type
 from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.upstream.models import BrokenItem
 from snapgraph.upstream.source import SnapshotList
@@ -38,6 +40,7 @@ class PlannedRun:
     groups: list[RootGroup]
     arguments: list[dict[str, Any]]  # each group's coerced arguments
     answers: list[SnapshotList | None]
+    pages: list[Page | None]  # each connection's page
 
     @property
     def versions(self) -> tuple[str, ...]:
@@ -52,8 +55,10 @@ class PlannedRun:
         """The response, as graphql-core would have answered it."""
         data: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
-        for group, arguments, answer in zip(self.groups, self.arguments, self.answers, strict=True):
-            data[group.key], broken = await _value(group, arguments, answer)
+        for group, arguments, answer, page in zip(
+            self.groups, self.arguments, self.answers, self.pages, strict=True
+        ):
+            data[group.key], broken = await _value(group, arguments, answer, page)
             errors += [_report(group, item) for item in broken]
         return _body(data, errors, [answer for answer in self.answers if answer is not None])
 
@@ -73,16 +78,24 @@ async def start_plan(
     try:
         groups = plan.groups(coerced)
         arguments = _arguments(schema, groups, coerced)
-    except GraphQLError:
+        queries = [
+            page_query(group_arguments, context.max_page_size) if group.name == CONNECTION else None
+            for group, group_arguments in zip(groups, arguments, strict=True)
+        ]
+    except (GraphQLError, BadUserInput):
         # A null given for a defaulted variable in a non-null place passes validation, then
-        # fails here; graphql-core reports it as it reports every value error.
+        # fails here, as does a page size out of bounds; graphql-core reports both (and the
+        # resolver refuses a bad page before it fetches anything).
         return None
     answers = await _answers(groups, arguments, context)
     if answers is None:
         return None
-    if _over_budget(groups, answers, context.budget.limit):
+    pages = await _pages(queries, answers, context)
+    if pages is None:
+        return None
+    if _over_budget(groups, answers, pages, context.budget.limit):
         raise AnswerTooLarge.over(context.budget.limit)  # before building anything
-    return PlannedRun(coerced, groups, arguments, answers)
+    return PlannedRun(coerced, groups, arguments, answers, pages)
 
 
 def _arguments(
@@ -123,26 +136,54 @@ async def _answers(
 
 
 def _list_type(group: RootGroup, arguments: dict[str, Any]) -> str | None:
-    if group.name != "snapshots":
+    if group.name == "snapshot":
         return None  # snapshot(id:) looks in the caller's whole list, as its resolver does
     return upstream_type(arguments.get("type"))
 
 
-def _over_budget(groups: list[RootGroup], answers: list[SnapshotList | None], limit: int) -> bool:
-    """The same charge as the resolvers make: items times leaf selections, per list field."""
-    spent = sum(
-        len(answer.rows) * max(1, group.leaf_count)
-        for group, answer in zip(groups, answers, strict=True)
-        if group.name == "snapshots" and answer is not None
-    )
+async def _pages(
+    queries: list[PageQuery | None], answers: list[SnapshotList | None], context: Context
+) -> list[Page | None] | None:
+    """Each connection's page; None when one is refused (a cursor that is not the caller's
+    for that list, order and filter): graphql-core then reports it where it belongs."""
+    pages: list[Page | None] = []
+    for query, answer in zip(queries, answers, strict=True):
+        if query is None or answer is None:
+            pages.append(None)
+            continue
+        try:
+            pages.append(
+                await load_page(answer, query, context.cursor_secret, context.max_page_size)
+            )
+        except BadUserInput:
+            return None
+    return pages
+
+
+def _over_budget(
+    groups: list[RootGroup],
+    answers: list[SnapshotList | None],
+    pages: list[Page | None],
+    limit: int,
+) -> bool:
+    """The same charge as the resolvers make: items times leaf selections, per list field;
+    a page's items, not its list's, per connection."""
+    spent = 0
+    for group, answer, page in zip(groups, answers, pages, strict=True):
+        if group.name == "snapshots" and answer is not None:
+            spent += len(answer.rows) * max(1, group.leaf_count)
+        elif page is not None:
+            spent += page_cost(len(page.rows), max(1, group.leaf_count))
     return spent > limit
 
 
 async def _value(
-    group: RootGroup, arguments: dict[str, Any], answer: SnapshotList | None
+    group: RootGroup, arguments: dict[str, Any], answer: SnapshotList | None, page: Page | None
 ) -> tuple[Any, tuple[BrokenItem, ...]]:
     if group.name == TYPENAME or answer is None:
         return "Query", ()
+    if group.page is not None and page is not None:
+        return await _page_value(group.page, page), answer.broken
     if group.name == "snapshot":
         snapshot_id = str(arguments["id"])
         row = answer.find(snapshot_id)
@@ -164,6 +205,16 @@ async def _items(group: RootGroup, answer: SnapshotList) -> list[dict[str, Any]]
             items += [build(row) for row in rows[start : start + SLICE]]
             await asyncio.sleep(0)
     return items
+
+
+async def _page_value(shape: PageShape, page: Page) -> dict[str, Any]:
+    """A page's answer; a long one (a page size limit raised into the thousands) takes its
+    turn in the heavy lane, like a long list."""
+    if len(page.rows) <= SLICE:
+        return shape.build(page)
+    async with heavy_lane():
+        await asyncio.sleep(0)
+        return shape.build(page)
 
 
 def _report(group: RootGroup, item: BrokenItem) -> dict[str, Any]:

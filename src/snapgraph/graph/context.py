@@ -8,6 +8,7 @@ from typing import TypeAlias
 import strawberry
 
 from snapgraph.errors import ResultTooLarge
+from snapgraph.graph.pages import PROCESS_CURSOR_SECRET
 from snapgraph.upstream.source import SnapshotSource
 
 
@@ -38,6 +39,10 @@ class Context:
     snapshots: SnapshotSource
     budget: ResultBudget = field(default_factory=lambda: ResultBudget(300_000))
     max_representations: int = 5_000
+    # Pages (`snapshotsConnection`): the largest `first`/`last`, and the key cursors are
+    # signed with (graph/pages.py: `cursor_secret`).
+    max_page_size: int = 100
+    cursor_secret: bytes = PROCESS_CURSOR_SECRET
     # For the access line: which path answered ("cached", "compiled", "graphql-core") and
     # the codes of the errors in the answer.
     answered_by: str = ""

@@ -7,6 +7,14 @@ from typing import Annotated
 import strawberry
 from strawberry.types.nodes import Selection  # the type of `info.selected_fields` items
 
+from snapgraph.graph.connection import (
+    SnapshotConnection,
+    SnapshotFilter,
+    SnapshotOrder,
+    coerced_form,
+    load_page,
+    page_query,
+)
 from snapgraph.graph.context import Info
 from snapgraph.graph.reports import Reported
 from snapgraph.graph.types import Snapshot, SnapshotType
@@ -56,6 +64,71 @@ class Query:
             return Reported(Snapshot.from_row(found), (), answer.stale_age)
         # Not found: a broken item with this id, or with none, may be the one asked for.
         return Reported(None, answer.broken_about(id), answer.stale_age)
+
+    @strawberry.field(
+        description="A page of the same snapshots as `snapshots`, filtered and ordered, "
+        "following the Relay Cursor Connections specification. Served from the caller's "
+        "cached list: the pages of a walk within the cache TTL cost no upstream call.",
+        graphql_type=SnapshotConnection,
+    )
+    async def snapshots_connection(
+        self,
+        info: Info,
+        type: Annotated[
+            SnapshotType | None,
+            strawberry.argument(
+                description="USER: only the caller's own; SYSTEM: only public ones."
+            ),
+        ] = None,
+        first: Annotated[
+            int | None,
+            strawberry.argument(
+                description="The first this many after `after` (0 to the page size limit, "
+                "100 by default). Neither `first` nor `last`: the limit."
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            strawberry.argument(description="Start after this cursor's position."),
+        ] = None,
+        last: Annotated[
+            int | None,
+            strawberry.argument(
+                description="The last this many before `before` (applied after `first`)."
+            ),
+        ] = None,
+        before: Annotated[
+            str | None,
+            strawberry.argument(description="End before this cursor's position."),
+        ] = None,
+        filter: Annotated[
+            SnapshotFilter | None,
+            strawberry.argument(description="Only snapshots meeting every condition."),
+        ] = None,
+        order_by: Annotated[
+            list[SnapshotOrder] | None,
+            strawberry.argument(
+                description="Sort keys, the first first; ties are broken by `id` ascending. "
+                "Default: newest first (createdAt DESC)."
+            ),
+        ] = None,
+    ) -> Reported[SnapshotConnection]:
+        arguments = coerced_form(
+            {"type": type, "first": first, "after": after, "last": last, "before": before}
+            | {"filter": filter, "order_by": order_by}
+        )
+        context = info.context
+        query = page_query(arguments, context.max_page_size)  # refused before any fetch
+        answer = await context.snapshots.snapshots(upstream_type(query.snapshot_type))
+        page = await load_page(answer, query, context.cursor_secret, context.max_page_size)
+        context.budget.charge(page_cost(len(page.rows), selected_leaves(info)))
+        return Reported(SnapshotConnection(page=page), answer.broken, answer.stale_age)
+
+
+def page_cost(items: int, leaves: int) -> int:
+    """A page's charge on the result budget: every leaf selected under the connection, once
+    per item on the page (at least once): an upper bound, whatever the list's length."""
+    return max(1, items) * leaves
 
 
 def selected_leaves(info: Info) -> int:

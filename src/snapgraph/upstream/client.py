@@ -17,7 +17,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
@@ -37,6 +37,7 @@ from snapgraph.errors import (
     UpstreamUnavailable,
 )
 from snapgraph.metrics import Metrics
+from snapgraph.tracing import Tracing
 from snapgraph.upstream.models import Credentials, ListType
 from snapgraph.upstream.resilience import RETRY_STATUSES, CircuitBreaker, RetryPolicy
 
@@ -75,6 +76,7 @@ class UpstreamAnswer:
     status: int
     headers: httpx.Headers
     content: bytes
+    resends: int = 0  # the retries it took
 
 
 @dataclass
@@ -121,8 +123,10 @@ class UpstreamClient:
         deadline: float | None = None,
         retry: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._max_body_bytes = max_body_bytes
+        self._tracing = tracing or Tracing()
         self.health = UpstreamHealth()
         # httpx's timeouts bound each read; an upstream that drips a byte just inside the
         # read timeout would hold a connection forever. This bounds the whole fetch.
@@ -153,7 +157,9 @@ class UpstreamClient:
         params = {"type": list_type} if list_type is not None else None
         headers = _forwarded_headers(credentials, request_id)
         started = time.perf_counter()
-        answer = await self._send_with_retries(params, headers, request_id)
+        with self._tracing.upstream_fetch(self._url(params), headers) as span:
+            answer = await self._send_with_retries(params, headers, request_id)
+            span.answered(answer.status, resends=answer.resends)
         self.health.note(up=answer.status < 500)
         elapsed = time.perf_counter() - started
         self._observe(str(answer.status), elapsed)
@@ -194,9 +200,12 @@ class UpstreamClient:
                         attempt += 1
                         continue
                 self.breaker.record(ok=answer.status < 500)  # a 401 or 404: the upstream works
-                return answer
+                return replace(answer, resends=attempt)
         finally:
             self.breaker.release()  # a probe that ended without a verdict (cancelled, too big)
+
+    def _url(self, params: dict[str, str] | None) -> str:
+        return str(self._http.base_url.join(SNAPSHOTS_PATH).copy_merge_params(params or {}))
 
     async def _wait_to_retry(
         self, attempt: int, retry_after: float | None, deadline_at: float

@@ -1,4 +1,4 @@
-"""Wire types of `GET /v1/snapshots` (the contract in shared/upstream/list-snapshots-api.txt).
+"""Wire types of `GET /v1/snapshots` (the contract: docs/upstream-contract.md).
 
 `SnapshotInfo` validates one item strictly: a string where the contract says integer is a
 breach, not something to coerce. `check_items` checks each item on its own, so one broken

@@ -16,18 +16,20 @@ The answer is checked once, when fetched (`check_items`): a cache hit hands back
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from snapgraph.cache import CachedList, SnapshotCache
-from snapgraph.errors import NotAuthenticated
+from snapgraph.errors import NotAuthenticated, UpstreamError
 from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.upstream.client import UpstreamClient
 from snapgraph.upstream.models import BrokenItem, Credentials, Row, check_items
 
 _VIEW = "snapshot-list"
+_OUTCOME_RANK = {"hit": 0, "miss": 1, "stale": 2}
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,16 @@ class SnapshotList:
     """One upstream answer: the items that keep the contract (rows), a report of those that do
     not, and, when it was served from a stale cache entry because the upstream failed, its age.
     `version` names the upstream answer it came from (cache key and fetch): two lists with the
-    same version hold the same rows."""
+    same version hold the same rows. `owner` is the cache key it was fetched under: who asked
+    (an HMAC of their credentials, never a credential) and for which `type`. `derived` keeps
+    what is computed from the rows (sorted views for pages) as long as the list is kept."""
 
     rows: Sequence[Sequence[Any]]
     broken: tuple[BrokenItem, ...] = ()
     stale_age: float | None = None
     version: str = ""
+    owner: str = ""
+    derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def _by_id(self) -> dict[str, Sequence[Any]]:
@@ -77,6 +83,16 @@ class SnapshotSource:
         self._request_id = request_id
         self._refresh = refresh
         self._lists: dict[str | None, asyncio.Future[SnapshotList]] = {}
+        # What this request's lists cost, for its access line (the most telling of them).
+        self._cache_outcome: str | None = None
+        self._upstream: dict[str, object] = {}
+
+    def outcome(self) -> dict[str, object]:
+        """`cache`: hit, miss (this request fetched) or stale; with a fetch, the upstream's
+        `upstream_status` (the HTTP status, or the error code) and `upstream_ms`."""
+        if self._cache_outcome is None:
+            return {}
+        return {"cache": self._cache_outcome, **self._upstream}
 
     async def snapshots(self, list_type: str | None) -> SnapshotList:
         """The caller's snapshots of `list_type` (None: their own plus public system ones)."""
@@ -90,14 +106,30 @@ class SnapshotSource:
         key = self._cache.key_for(self._credentials, list_type)
 
         async def fetch() -> tuple[list[Row], list[object]]:
-            items = await self._client.list_snapshots(
-                self._credentials, list_type, request_id=self._request_id
-            )
+            started = time.perf_counter()
+            try:
+                items = await self._client.list_snapshots(
+                    self._credentials, list_type, request_id=self._request_id
+                )
+            except UpstreamError as exc:
+                self._note_fetch(exc.code, started)
+                raise
+            self._note_fetch(200, started)
             rows, broken = await _checked(items)
             return rows, [[item.index, item.id, list(item.fields)] for item in broken]
 
         entry = await self._cache.load(key, fetch, list_type=list_type, refresh=self._refresh)
+        self._note_lookup("stale" if entry.stale else "hit")
         return _answer_of(key, entry)
+
+    def _note_fetch(self, status: int | str, started: float) -> None:
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        self._upstream = {"upstream_status": status, "upstream_ms": elapsed_ms}
+        self._note_lookup("miss")
+
+    def _note_lookup(self, outcome: str) -> None:
+        if _OUTCOME_RANK[outcome] > _OUTCOME_RANK.get(self._cache_outcome or "", -1):
+            self._cache_outcome = outcome
 
 
 async def _checked(items: list[Any]) -> tuple[list[Row], list[BrokenItem]]:
@@ -121,6 +153,6 @@ def _answer_of(key: str, entry: CachedList) -> SnapshotList:
     answer = entry.derived.get(_VIEW)
     if answer is None:
         broken = tuple(BrokenItem(index, id_, tuple(fields)) for index, id_, fields in entry.broken)
-        answer = SnapshotList(entry.items, broken, None, f"{key}:{entry.fetch_id}")
+        answer = SnapshotList(entry.items, broken, None, f"{key}:{entry.fetch_id}", key)
         entry.derived[_VIEW] = answer
     return replace(answer, stale_age=entry.age) if entry.stale else answer

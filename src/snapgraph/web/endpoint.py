@@ -10,6 +10,7 @@ on; it is logged as one line, never with a traceback.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,6 +26,7 @@ from snapgraph.errors import (
     RequestError,
 )
 from snapgraph.graph.context import Context, ResultBudget
+from snapgraph.graph.pages import cursor_secret
 from snapgraph.upstream.models import Credentials
 from snapgraph.upstream.source import SnapshotSource
 from snapgraph.web.protocol import (
@@ -70,30 +72,43 @@ class GraphQLEndpoint:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self._cursor_secret = cursor_secret(gateway.settings.cache_secret)
 
     async def __call__(self, request: Request) -> Response:
-        response = await self._respond(request)
-        self.gateway.metrics.graphql_requests.labels(status=str(response.status_code)).inc()
+        started = time.perf_counter()
+        with self.gateway.tracing.request(request.headers) as span:
+            request.state.span = span
+            response = await self._respond(request)
+            access = _access(request)
+            codes = access.get("error_codes")
+            span.finished(
+                response.status_code, list(codes) if isinstance(codes, list | tuple) else []
+            )
+            if span.trace_id is not None:
+                request.state.access = {**access, "trace_id": span.trace_id}
+        # What the access line will say of the operation (request.state.access) labels it.
+        self.gateway.metrics.observe_graphql(
+            _access(request), response.status_code, time.perf_counter() - started
+        )
         return response
 
     async def _respond(self, request: Request) -> Response:
         request_id: str = request.state.request_id
         if request.method not in ("GET", "POST"):
-            return _request_error_response(OperationNotAllowed(), JSON, request_id)
+            return _refused(request, OperationNotAllowed(), JSON, request_id)
         try:
             media_type = choose_media_type(request.headers.get("accept"))
         except NotAcceptable as exc:
-            return _request_error_response(exc, JSON, request_id)
+            return _refused(request, exc, JSON, request_id)
         try:
             body = await self._run(request, request_id)
         except RequestError as exc:
-            response = _request_error_response(exc, media_type, request_id)
-            request.state.access = {**_access(request), "error_codes": _codes_of(exc)}
-            return response
+            return _refused(request, exc, media_type, request_id)
         except Exception:
             # A bug outside any field (field errors are masked by the executor): still an
             # answer in GraphQL's shape, with nothing of the bug in it, logged once.
             logger.exception("unexpected error [request %s]", request_id)
+            request.state.access = {**_access(request), "error_codes": ["INTERNAL_SERVER_ERROR"]}
             return _json_response(500, {"errors": [_UNEXPECTED]}, media_type)
         return _body_response(200, body, media_type)
 
@@ -111,6 +126,11 @@ class GraphQLEndpoint:
             "operation_name": operation.name.value if operation.name else None,
             "operation_type": operation.operation.value,
         }
+        request.state.span.named(
+            request.state.access["operation_name"],
+            operation.operation.value,
+            graphql_request.query,
+        )
         gateway.documents.validate(prepared)
         if resolved.pending_registration is not None:
             gateway.persisted_queries.remember(*resolved.pending_registration)
@@ -122,7 +142,9 @@ class GraphQLEndpoint:
             operation_name=graphql_request.operation_name,
         )
         request.state.access.update(
-            answered_by=context.answered_by, error_codes=list(context.error_codes)
+            answered_by=context.answered_by,
+            error_codes=list(context.error_codes),
+            **context.snapshots.outcome(),
         )
         return body
 
@@ -151,11 +173,18 @@ class GraphQLEndpoint:
             snapshots=source,
             budget=ResultBudget(gateway.settings.max_result_values),
             max_representations=gateway.settings.max_representations,
+            max_page_size=gateway.settings.max_page_size,
+            cursor_secret=self._cursor_secret,
         )
 
 
 def _access(request: Request) -> dict[str, object]:
     return dict(getattr(request.state, "access", {}))
+
+
+def _refused(request: Request, exc: RequestError, media_type: str, request_id: str) -> Response:
+    request.state.access = {**_access(request), "error_codes": _codes_of(exc)}
+    return _request_error_response(exc, media_type, request_id)
 
 
 def _codes_of(exc: RequestError) -> list[str]:

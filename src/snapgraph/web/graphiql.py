@@ -1,9 +1,11 @@
 """The GraphiQL explorer, served with every asset from the gateway itself.
 
 `make assets` installs GraphiQL and React through npm (pinned by js/package-lock.json) and
-copies their browser bundles to `static/vendor/`, which ships in the wheel. When that folder
-is missing (a checkout that never ran the setup) the page falls back to a public CDN and one
-warning is logged: it then only works where the browser can reach the internet.
+copies their browser bundles to `static/vendor/`. Every wheel and sdist carries them: the
+build refuses to run without them (hatch_build.py). So the page never loads a script from
+anywhere else, and there is no CDN fallback. Only a source checkout that never ran
+`make assets` lacks them; there a browser asking for /graphql gets a 503 page saying what to
+run (the API itself works), and one warning is logged.
 """
 
 from __future__ import annotations
@@ -21,13 +23,8 @@ logger = logging.getLogger("snapgraph.graphiql")
 
 VENDOR_DIR = Path(__file__).parent / "static" / "vendor"
 ASSETS_PATH = "/graphiql/assets"
-# Versions pinned in js/package.json; the CDN fallback names the same ones.
-BUNDLES = {
-    "react.js": "https://unpkg.com/react@18.3.1/umd/react.production.min.js",
-    "react-dom.js": "https://unpkg.com/react-dom@18.3.1/umd/react-dom.production.min.js",
-    "graphiql.js": "https://unpkg.com/graphiql@3.8.3/graphiql.min.js",
-    "graphiql.css": "https://unpkg.com/graphiql@3.8.3/graphiql.min.css",
-}
+# Copied from the npm packages by `make assets`; hatch_build.py checks the same four names.
+BUNDLES = ("react.js", "react-dom.js", "graphiql.js", "graphiql.css")
 EXAMPLE_QUERY = """# Your snapshots. Set a credential in the Headers pane below first.
 query MySnapshots {
   snapshots {
@@ -40,7 +37,45 @@ query MySnapshots {
   }
 }
 """
+PAGES_QUERY = """# Your snapshots a page at a time, filtered and ordered. For the next page, put
+# the endCursor it returned into Variables as "after" (while hasNextPage is true).
+query SnapshotPages($after: String) {
+  snapshotsConnection(
+    first: 10
+    after: $after
+    filter: { status: ["ready"] }
+    orderBy: [{ field: CREATED_AT, direction: DESC }]
+  ) {
+    totalCount
+    pageInfo { hasNextPage endCursor }
+    edges {
+      node { id name status sizeBytes createdAt }
+    }
+  }
+}
+"""
 HEADERS_HINT = '{\n  "X-API-Key": "paste your API key here"\n}'
+# The explorer's tabs: the whole list first, then pages.
+EXAMPLE_TABS = (
+    {"query": EXAMPLE_QUERY, "headers": HEADERS_HINT},
+    {"query": PAGES_QUERY, "variables": '{\n  "after": null\n}', "headers": HEADERS_HINT},
+)
+
+_MISSING_ASSETS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>snapgraph · explorer not installed</title>
+</head>
+<body>
+  <h1>The explorer's assets are not installed</h1>
+  <p>This gateway runs from a source checkout that never ran <code>make assets</code>, which
+  installs GraphiQL and React with npm (pinned by <code>js/package-lock.json</code>). Install
+  Node.js and npm, run <code>make assets</code> (or <code>make serve</code>), and restart.</p>
+  <p>The GraphQL API at this address works: POST queries to it with a credential.</p>
+</body>
+</html>
+"""
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -83,6 +118,7 @@ _PAGE = """<!doctype html>
         storage,
         defaultQuery: {query},
         defaultHeaders: {headers},
+        defaultTabs: {tabs},
         headerEditorEnabled: true,
         // Tokens pasted in the Headers pane stay in this tab, never in localStorage.
         shouldPersistHeaders: false,
@@ -106,26 +142,25 @@ def mount(app: FastAPI, *, enabled: bool) -> None:
         return
     if assets_available():
         app.mount(ASSETS_PATH, StaticFiles(directory=VENDOR_DIR), name="graphiql-assets")
-        app.state.graphiql_html = render(local=True)
+        app.state.graphiql_html, app.state.graphiql_status = render(), 200
     else:
         logger.warning(
-            "GraphiQL assets are missing (run `make assets`): the explorer loads them from a "
-            "public CDN and will not work without internet access"
+            "GraphiQL assets are missing (run `make assets`): browsers asking for the explorer "
+            "get a page saying so"
         )
-        app.state.graphiql_html = render(local=False)
+        app.state.graphiql_html, app.state.graphiql_status = _MISSING_ASSETS_PAGE, 503
 
 
-def render(*, local: bool) -> str:
-    def url(name: str) -> str:
-        return f"{ASSETS_PATH}/{name}" if local else BUNDLES[name]
-
+def render() -> str:
+    """The explorer's page, every asset from `ASSETS_PATH` on this gateway."""
     return _PAGE.format(
-        css=url("graphiql.css"),
-        react=url("react.js"),
-        react_dom=url("react-dom.js"),
-        graphiql=url("graphiql.js"),
+        css=f"{ASSETS_PATH}/graphiql.css",
+        react=f"{ASSETS_PATH}/react.js",
+        react_dom=f"{ASSETS_PATH}/react-dom.js",
+        graphiql=f"{ASSETS_PATH}/graphiql.js",
         query=json.dumps(EXAMPLE_QUERY),
         headers=json.dumps(HEADERS_HINT),
+        tabs=json.dumps(EXAMPLE_TABS),
     )
 
 
@@ -141,4 +176,8 @@ def wants_page(request: Request) -> bool:
 
 
 def page(request: Request) -> HTMLResponse:
-    return HTMLResponse(request.app.state.graphiql_html, headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(
+        request.app.state.graphiql_html,
+        status_code=request.app.state.graphiql_status,
+        headers={"Cache-Control": "no-cache"},
+    )

@@ -1,0 +1,196 @@
+"""OpenTelemetry traces, optional: `pip install 'snapgraph[otel]'` and the standard `OTEL_*`
+environment variables.
+
+    tracing = tracing_from_environ(os.environ)       # off unless OTEL_* asks for traces
+    with tracing.request(request.headers) as span:       # SERVER span, the caller's trace
+        span.named("Dashboard", "query", document)
+        with tracing.upstream_fetch(url, headers) as fetch:   # CLIENT span, traceparent sent
+            fetch.answered(200, resends=1)
+        tracing.cache_event("hit")                   # an event on the current span
+        span.finished(200, error_codes=[])
+
+A caller's W3C `traceparent`/`tracestate` is continued, and the upstream request carries the
+fetch span's own. Spans hold the operation's name and type and the document's SHA-256, the
+upstream URL (path and `type` only: the only query the contract has) and status, never a
+variable, a header value or a credential.
+
+Off (the default), `Tracing` is a null object: each hook is one attribute test, and
+OpenTelemetry is not even imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from snapgraph._version import __version__
+
+logger = logging.getLogger("snapgraph.tracing")
+
+_EXPORTERS = ("otlp", "console")
+
+
+class FetchSpan:
+    """What an upstream fetch tells its span once it is over."""
+
+    def __init__(self, span: Any = None) -> None:
+        self._span = span
+
+    def answered(self, status: int, *, resends: int) -> None:
+        if self._span is None:
+            return
+        self._span.set_attribute("http.response.status_code", status)
+        if resends:
+            self._span.set_attribute("http.request.resend_count", resends)
+        if status >= 500:
+            from opentelemetry.trace import Status, StatusCode
+
+            self._span.set_status(Status(StatusCode.ERROR))
+
+
+_NO_FETCH_SPAN = FetchSpan()
+
+
+class OperationSpan:
+    """The span of one GraphQL request, or nothing (tracing off)."""
+
+    def __init__(self, span: Any = None) -> None:
+        self._span = span
+
+    @property
+    def trace_id(self) -> str | None:
+        """32 hex digits, for the access line; None when tracing is off."""
+        if self._span is None:
+            return None
+        return format(self._span.get_span_context().trace_id, "032x")
+
+    def named(self, name: str | None, operation_type: str, document: str) -> None:
+        if self._span is None:
+            return
+        self._span.update_name(f"{operation_type} {name}" if name else operation_type)
+        self._span.set_attribute("graphql.operation.type", operation_type)
+        if name:
+            self._span.set_attribute("graphql.operation.name", name)
+        digest = hashlib.sha256(document.encode()).hexdigest()
+        self._span.set_attribute("graphql.document.hash", digest)
+
+    def finished(self, status: int, error_codes: list[str]) -> None:
+        if self._span is None:
+            return
+        self._span.set_attribute("http.response.status_code", status)
+        if error_codes:
+            self._span.set_attribute("graphql.error.codes", error_codes)
+            from opentelemetry.trace import Status, StatusCode
+
+            self._span.set_status(Status(StatusCode.ERROR, ",".join(error_codes)))
+
+
+_NO_OPERATION_SPAN = OperationSpan()
+
+
+class Tracing:
+    """Spans for operations and upstream fetches, or nothing at all (`provider` None)."""
+
+    def __init__(self, provider: Any = None) -> None:
+        self.provider = provider
+        self._tracer = provider.get_tracer("snapgraph", __version__) if provider else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._tracer is not None
+
+    @contextmanager
+    def request(self, headers: Mapping[str, str]) -> Iterator[OperationSpan]:
+        """A SERVER span for one GraphQL request, continuing the caller's trace; named for
+        its operation once the document is parsed (`OperationSpan.named`)."""
+        if self._tracer is None:
+            yield _NO_OPERATION_SPAN
+            return
+        from opentelemetry.propagate import extract
+        from opentelemetry.trace import SpanKind
+
+        with self._tracer.start_as_current_span(
+            "graphql", context=extract(dict(headers)), kind=SpanKind.SERVER
+        ) as span:
+            yield OperationSpan(span)
+
+    @contextmanager
+    def upstream_fetch(self, url: str, headers: dict[bytes, bytes]) -> Iterator[FetchSpan]:
+        """A CLIENT span around one upstream fetch (its retries included); adds the span's
+        `traceparent` (and `tracestate`) to `headers`."""
+        if self._tracer is None:
+            yield _NO_FETCH_SPAN
+            return
+        from opentelemetry.propagate import inject
+        from opentelemetry.trace import SpanKind
+
+        attributes = {"http.request.method": "GET", "url.full": url}
+        with self._tracer.start_as_current_span(
+            "GET", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            carrier: dict[str, str] = {}
+            inject(carrier)
+            headers.update({key.encode(): value.encode() for key, value in carrier.items()})
+            yield FetchSpan(span)
+
+    def cache_event(self, result: str) -> None:
+        """Mark a cache lookup (hit, miss, coalesced, shared, stale) on the current span."""
+        if self._tracer is None:
+            return
+        from opentelemetry import trace
+
+        trace.get_current_span().add_event("cache.lookup", {"snapgraph.cache.result": result})
+
+    def shutdown(self) -> None:
+        """Send what is buffered, then stop (at the end of the app's lifespan)."""
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def tracing_from_environ(environ: Mapping[str, str]) -> Tracing:
+    """On when `OTEL_TRACES_EXPORTER` is otlp or console, or an OTLP endpoint is set, unless
+    `OTEL_SDK_DISABLED` is true. The SDK reads the rest of `OTEL_*` itself (endpoint,
+    headers, sampler, resource attributes, batch sizes)."""
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    if disabled or exporter == "none" or not (exporter or endpoint):
+        return Tracing()
+    if exporter and exporter not in _EXPORTERS:
+        logger.warning(
+            "OTEL_TRACES_EXPORTER=%s is not supported (otlp, console): tracing off", exporter
+        )
+        return Tracing()
+    try:
+        return Tracing(_provider(exporter or "otlp", environ))
+    except ImportError:
+        logger.warning(
+            "OTEL_* asks for traces, but the otel extra is not installed: "
+            "pip install 'snapgraph[otel]'; tracing off"
+        )
+        return Tracing()
+
+
+def _provider(exporter: str, environ: Mapping[str, str]) -> Any:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over these defaults.
+    defaults = {"service.version": __version__}
+    named = "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    if "OTEL_SERVICE_NAME" not in environ and not named:
+        defaults["service.name"] = "snapgraph"
+    provider = TracerProvider(resource=Resource.create(defaults))
+    if exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
