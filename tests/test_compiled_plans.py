@@ -670,3 +670,18 @@ def test_connection_documents_generated_from_the_sdl_match_graphql_core(
     assert b"INTERNAL_SERVER_ERROR" not in fast
     refused = b"BAD_USER_INPUT" in fast
     assert harness.executor.paths == ({"graphql-core": 1} if refused else {"compiled": 1})
+
+
+def test_an_answer_nulled_by_a_refused_page_reports_alike_cold_or_warm() -> None:
+    # The SYSTEM list is fetched cold by graphql-core's run and warm by the compiled path's
+    # (which then declines): the reports must not depend on which fetch was still running.
+    harness = Harness([item(n) for n in range(1, 12)] + BROKEN)
+    cursors_of(harness)  # the whole list is warm, the SYSTEM one cold
+    query = (
+        "{ s: snapshotsConnection(type: SYSTEM, first: 1) { totalCount } "
+        'c: snapshotsConnection(first: 2, after: "junk") { totalCount } }'
+    )
+    fast, general = run(harness.both(query))
+    assert fast == general
+    assert json.loads(fast)["data"] is None
+    assert [error["path"] for error in json.loads(fast)["errors"]] == [["c"]]

@@ -4,14 +4,23 @@ same order and filter, the page size limit, and a walk that crosses a refresh of
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from conftest import ALICE_KEY, BOB_KEY, FaultyUpstream, Gateway, Upstream, data_of
+from snapgraph import Settings, create_app
+from snapgraph.reference.app import create_reference_app
 from snapgraph.reference.data import DEMO_USERS, SYSTEM_SNAPSHOTS, Dataset, Snapshot
+from snapgraph.serving import serve_in_thread
 from snapgraph.web import graphiql
 
 PAGE = """query Page($first: Int, $after: String, $last: Int, $before: String,
@@ -348,3 +357,78 @@ def test_the_explorers_examples_run_and_show_pages(gateway: Gateway) -> None:
         assert "errors" not in result, result
     pages = gateway.query(graphiql.PAGES_QUERY, ALICE_KEY)["data"]["snapshotsConnection"]
     assert pages["totalCount"] == 4  # alice's ready ones and the 2 public system snapshots
+
+
+@pytest.fixture(scope="module")
+def varied_gateway() -> Iterator[Gateway]:
+    """One gateway over DATASET, shared by the examples of a property (cache TTL long)."""
+    with ExitStack() as stack:
+        upstream_url = stack.enter_context(serve_in_thread(create_reference_app(DATASET)))
+        settings = Settings.from_environ({}, upstream_url=upstream_url, cache_ttl=600)
+        app = create_app(settings)
+        gateway = Gateway(stack.enter_context(serve_in_thread(app)), app)
+        stack.callback(gateway.http.close)
+        yield gateway
+
+
+FIELDS = {"CREATED_AT": "createdAt", "UPDATED_AT": "updatedAt", "NAME": "name"}
+FIELDS |= {"SIZE_BYTES": "sizeBytes", "STATUS": "status"}
+
+
+def documented_order(items: list[dict[str, Any]], order_by: list[dict[str, str]]) -> list[str]:
+    """The README's rules: each key in turn (dates by instant, nulls after every value,
+    DESC reversing both), then id ascending."""
+
+    def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
+        for key in order_by:
+            name = FIELDS[key["field"]]
+            x, y = a[name], b[name]
+            if name in ("createdAt", "updatedAt"):
+                x, y = datetime.fromisoformat(x), datetime.fromisoformat(y)
+            if x != y:
+                later = x is None if x is None or y is None else x > y
+                return (-1 if later else 1) if key["direction"] == "DESC" else (1 if later else -1)
+        return -1 if a["id"] < b["id"] else 1
+
+    return [item["id"] for item in sorted(items, key=functools.cmp_to_key(compare))]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    order_by=st.lists(
+        st.fixed_dictionaries(
+            {
+                "field": st.sampled_from(sorted(FIELDS)),
+                "direction": st.sampled_from(["ASC", "DESC"]),
+            }
+        ),
+        min_size=1,
+        max_size=2,
+    ),
+    statuses=st.none() | st.lists(st.sampled_from(["ready", "failed"]), max_size=2),
+    name_contains=st.none() | st.sampled_from(["BOX 1", "a", "python"]),
+    size=st.integers(3, 9),
+)
+def test_any_walk_through_the_gateway_yields_the_documented_order(
+    varied_gateway: Gateway,
+    order_by: list[dict[str, str]],
+    statuses: list[str] | None,
+    name_contains: str | None,
+    size: int,
+) -> None:
+    everything = "{ snapshots { id name status sizeBytes createdAt updatedAt } }"
+    items = data_of(varied_gateway.query(everything, ALICE_KEY))["snapshots"]
+    matching = [
+        item
+        for item in items
+        if (statuses is None or item["status"] in statuses)
+        and (
+            name_contains is None
+            or (item["name"] is not None and name_contains.lower() in item["name"].lower())
+        )
+    ]
+    expected = documented_order(matching, order_by)
+    conditions = {"status": statuses, "nameContains": name_contains}
+    walked = walk_forward(varied_gateway, size, orderBy=order_by, filter=conditions)
+    assert walked == expected
+    assert walk_backward(varied_gateway, size, orderBy=order_by, filter=conditions) == expected

@@ -229,6 +229,7 @@ class SnapshotCache:
         self, key: str, fetch: Fetch, list_type: str | None, previous: CachedList | None
     ) -> CachedList:
         token = secrets.token_hex(16)
+        since = time.time()
         give_up_at = time.monotonic() + 2 * self.lease_seconds
         while time.monotonic() < give_up_at:
             if await self.store.acquire_lease(key, token, self.lease_seconds):
@@ -239,6 +240,9 @@ class SnapshotCache:
                     if stored is not None and _newer(stored, previous, self.ttl):
                         self._counted["shared"].inc()
                         return stored
+                    # Or its fetch failed while we were on our way: share that outcome too.
+                    if await self._failed_since(key, since):
+                        return self._stale_or_raise(previous, UpstreamUnavailable())
                     return await self._fetch_and_store(key, fetch, list_type, previous)
                 finally:
                     await self.store.release_lease(key, token)
@@ -300,6 +304,8 @@ class SnapshotCache:
         await self.store.set(_FAILURE + key, f"{self._sign(_FAILURE + key, stamp)}.{stamp}", 2.0)
 
     async def _failed_since(self, key: str, since: float) -> bool:
+        if self.store.state() == "memory":
+            return False  # notes are only written to a shared store
         stored = await self.store.get(_FAILURE + key)
         if stored is None:
             return False

@@ -228,6 +228,11 @@ class Executor:
                 # Refused as a whole, as the compiled path refuses it before building.
                 raise AnswerTooLarge.over(error.original_error.extensions["limit"])
         visible = [_visible(error, request_id) for error in errors]
+        if result.data is None:
+            # A root field's error nulled the whole answer, and graphql-core cancelled the
+            # root fields still running: which of them had reported would depend on timing
+            # (a cold cache or a warm one). Nothing is served, so nothing left out is told.
+            return GraphQLResponse(None, visible)
         extensions: dict[str, Any] = {}
         if reports.stale_age is not None:
             extensions = {"stale": True, "staleAgeSeconds": round(reports.stale_age)}
