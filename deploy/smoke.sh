@@ -22,4 +22,9 @@ answer=$(curl -fsS "http://127.0.0.1:$port/graphql" -H 'Content-Type: applicatio
 echo "$answer" | grep -q snap-alice-dev || { echo "unexpected answer: $answer"; exit 1; }
 curl -fsS "http://127.0.0.1:$port/graphiql/assets/graphiql.js" -o /dev/null
 curl -fsS "http://127.0.0.1:$port/readyz" | grep -q '"ready"'
+# With SMOKE_BROWSER=1 (the tests set it): the explorer of the installed wheel, in headless
+# Chromium with every non-local request blocked, runs a query; its report is printed.
+if [ -n "${SMOKE_BROWSER:-}" ]; then
+  node js/explorer-check.mjs "http://127.0.0.1:$port/graphql" demo-alice-key "$work/explorer.png"
+fi
 echo "smoke: ok ($wheel)"

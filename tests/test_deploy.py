@@ -3,6 +3,7 @@ container by deploy/smoke.sh, give a wheel that installs, serves and answers."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, node_or_skip
+from conftest import ROOT, chromium_or_skip, node_or_skip
 from snapgraph.web import graphiql
 
 
@@ -23,8 +24,9 @@ def test_the_dockerfile_passes_hadolint() -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
-def test_the_image_steps_build_a_wheel_that_serves(tmp_path: Path) -> None:
+def test_the_image_steps_build_a_wheel_that_serves_its_explorer_offline(tmp_path: Path) -> None:
     node_or_skip()
+    chromium_or_skip()
     if shutil.which("curl") is None:
         pytest.fail("curl is needed by deploy/smoke.sh")
     completed = subprocess.run(
@@ -37,10 +39,15 @@ def test_the_image_steps_build_a_wheel_that_serves(tmp_path: Path) -> None:
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(tmp_path),
             "PYTHON": sys.executable,
+            "SMOKE_BROWSER": "1",
         },
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     assert "smoke: ok" in completed.stdout
+    # The wheel's own explorer: every asset from the installed package, none from a CDN.
+    (report,) = [json.loads(line) for line in completed.stdout.splitlines() if line[:1] == "{"]
+    assert report["blocked"] == []
+    assert '"id": "snap-alice-dev"' in report["result"]
 
 
 def test_the_image_wheel_holds_the_explorer_and_py_typed(tmp_path: Path) -> None:
