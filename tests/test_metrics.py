@@ -195,12 +195,14 @@ def test_a_scripted_run_moves_every_counter_exactly(faulty: FaultyUpstream, star
 
     refusals = [
         ("{ snapshots {", {}, "GRAPHQL_PARSE_FAILED", "unknown", "unknown"),
-        ("query Bad { nope }", {}, "GRAPHQL_VALIDATION_FAILED", "Bad", "query"),
+        # A refused operation's name gets no label of its own: names are admitted only
+        # from answers that succeeded.
+        ("query Bad { nope }", {}, "GRAPHQL_VALIDATION_FAILED", "other", "query"),
         (
             "query Typed($t: SnapshotType) { snapshots(type: $t) { id } }",
             {"t": "VARVALUE-123"},
             "BAD_USER_INPUT",
-            "Typed",
+            "other",
             "query",
         ),
     ]
@@ -374,3 +376,21 @@ def test_every_scrape_counts_the_requests_of_every_worker(tmp_path: Path, own_po
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     assert list((tmp_path / "tmp").iterdir()) == [], "the metrics directory was left behind"
+
+
+def test_refused_requests_cannot_take_the_operation_labels(
+    upstream: Upstream, start_gateway
+) -> None:
+    gateway = start_gateway(upstream.url)
+    for n in range(MAX_OPERATION_LABELS + 10):  # no credentials, an invalid document
+        gateway.post(f"query Junk{n} {{ noSuchField }}")
+        gateway.post(f"query Anon{n} {{ snapshots {{ id }} }}")  # UNAUTHENTICATED
+    gateway.query("query Dashboard { snapshots { id } }", ALICE_KEY)
+    text = gateway.http.get("/metrics").text
+    operations = {
+        labels["operation"]
+        for family in text_string_to_metric_families(text)
+        for name, labels, *_ in family.samples
+        if name == "snapgraph_request_duration_seconds_count"
+    }
+    assert operations == {"other", "Dashboard"}

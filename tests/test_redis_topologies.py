@@ -171,3 +171,39 @@ def test_a_hanging_redis_costs_a_request_a_bounded_wait_then_the_gateway_degrade
 
         wait_until(back_on_redis, "the gateway to use Redis again", timeout=15)
         assert server.client().keys("snapgraph:list:*")
+
+
+def test_requests_queued_at_the_cluster_gate_behind_a_hanging_redis_fail_together(
+    tmp_path: Path,
+) -> None:
+    """The gate (one command at a time until Redis answers again) must not turn N waiting
+    requests into N timeouts in a row: they share the budget and the first one's failure."""
+    import redis.asyncio
+
+    from snapgraph.cache_backends import StoreFailure
+    from snapgraph.redis_store import RedisStore
+
+    with redis_node(tmp_path) as server:
+
+        async def scenario() -> tuple[float, float]:
+            client = redis.asyncio.Redis(port=server.port, socket_timeout=0.5)
+            store = RedisStore(client, op_timeout=0.5, gated=True)
+            await store.set("list:{a}", "x", 10)  # proven: commands run side by side
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                timings = []
+                for _ in range(2):  # side by side; then queued at the gate
+                    began = time.monotonic()
+                    results = await asyncio.gather(
+                        *(store.get("list:{a}") for _ in range(10)), return_exceptions=True
+                    )
+                    timings.append(time.monotonic() - began)
+                    assert all(isinstance(result, StoreFailure) for result in results)
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+                await store.close()
+            return timings[0], timings[1]
+
+        side_by_side, gated = asyncio.run(scenario())
+    # One command's budget is 2 s; ten in a row at the gate would take 20 s.
+    assert side_by_side < 3.0 and gated < 3.0, (side_by_side, gated)

@@ -216,3 +216,83 @@ def test_spans_reach_an_otlp_collector_over_http(
     assert resource["service.name"] == "snapgraph"
     names = sorted(span.name for scope in resource_spans.scope_spans for span in scope.spans)
     assert names == ["GET", "query Mine"]
+
+
+def test_the_fetch_span_names_the_url_the_request_went_to_under_a_path_prefix(
+    upstream: Upstream, exporter: InMemorySpanExporter
+) -> None:
+    from snapgraph.upstream.client import UpstreamClient
+    from snapgraph.upstream.models import Credentials
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    seen: list[str] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json=[])
+
+    client = UpstreamClient(
+        "https://api.example/prefix",
+        timeout=httpx.Timeout(5.0),
+        transport=httpx.MockTransport(record),
+        tracing=Tracing(provider),
+    )
+
+    async def fetch() -> None:
+        await client.list_snapshots(Credentials(api_key="k"), "system", request_id="r")
+        await client.aclose()
+
+    import asyncio
+
+    asyncio.run(fetch())
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert (
+        span.attributes["url.full"]
+        == seen[0]
+        == "https://api.example/prefix/v1/snapshots?type=system"
+    )
+
+
+def test_a_client_chosen_operation_name_that_is_not_short_names_no_span(
+    traced: httpx.Client, exporter: InMemorySpanExporter
+) -> None:
+    long_name = "Q" * 5000
+    _post(traced, ALICE_KEY, query=f"query {long_name} {{ snapshots {{ id }} }}")
+    (operation,) = _by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
+    assert operation.name == "query"
+    assert operation.attributes is not None
+    assert "graphql.operation.name" not in operation.attributes
+
+
+@pytest.mark.parametrize(
+    ("environ", "enabled"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "otlp,console"}, True),  # a list, as the specification allows
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            False,
+        ),
+    ],
+)
+def test_exporter_lists_and_unsupported_protocols(environ: dict[str, str], enabled: bool) -> None:
+    tracing = tracing_from_environ(environ)
+    try:
+        assert tracing.enabled is enabled
+    finally:
+        tracing.shutdown()
+
+
+def test_resource_attributes_from_the_environment_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    attributes = "service.version=2026.11-prod,k8s.service.name=edge"
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", attributes)
+    tracing = tracing_from_environ(
+        {"OTEL_TRACES_EXPORTER": "console", "OTEL_RESOURCE_ATTRIBUTES": attributes}
+    )
+    try:
+        resource = tracing.provider.resource.attributes
+        assert resource["service.version"] == "2026.11-prod"
+        assert resource["service.name"] == "snapgraph"  # k8s.service.name is another key
+    finally:
+        tracing.shutdown()

@@ -9,6 +9,7 @@ uvicorn.run(app)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -97,7 +98,8 @@ def create_app(
             # In-flight requests have ended (the server drains before the lifespan ends).
             await gateway.client.aclose()
             await gateway.store.close()
-            tracing.shutdown()  # sends the spans still buffered
+            # Sends the spans still buffered: up to the exporter's timeout, off the loop.
+            await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(
         title="snapgraph",

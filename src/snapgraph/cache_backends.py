@@ -33,6 +33,7 @@ class StoreFailure(Exception):
 
 
 _STORE_ERRORS = (StoreFailure, OSError, asyncio.TimeoutError)
+REDIS_MISSING = "names a Redis, but redis-py is not installed: pip install 'snapgraph[redis]'"
 
 
 class Store(Protocol):
@@ -211,9 +212,5 @@ def build_store(cache_url: str, *, max_entries: int, max_bytes: int = 128 << 20)
     try:
         from snapgraph.redis_store import RedisStore
     except ImportError:
-        raise ConfigError(
-            "SNAPGRAPH_CACHE_URL",
-            "names a Redis, but redis-py is not installed: pip install 'snapgraph[redis]'",
-            None,
-        ) from None
+        raise ConfigError("SNAPGRAPH_CACHE_URL", REDIS_MISSING, None) from None
     return FailoverStore(RedisStore.from_url(cache_url), memory)

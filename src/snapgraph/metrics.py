@@ -21,7 +21,7 @@ from __future__ import annotations
 import platform
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,6 +44,11 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 # Names beyond these share "other": a client minting names cannot grow the series without end.
 MAX_OPERATION_LABELS = 50
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def is_sane_operation_name(name: object) -> TypeGuard[str]:
+    """A GraphQL name of at most 64 characters: fit for a label or a span name."""
+    return isinstance(name, str) and _OPERATION_NAME.fullmatch(name) is not None
 OPERATION_TYPES = ("query", "mutation", "subscription")
 CIRCUIT_STATES = ("closed", "open", "half-open")
 CACHE_STATES = ("memory", "redis", "degraded")
@@ -153,7 +158,10 @@ class Metrics:
         """Count one answered GraphQL request from what its access line says of it."""
         kind = access.get("operation_type")
         kind = kind if kind in OPERATION_TYPES else "unknown"
-        operation = self._operations.label(access.get("operation_name"), resolved=kind != "unknown")
+        succeeded = status == 200 and not access.get("error_codes")
+        operation = self._operations.label(
+            access.get("operation_name"), resolved=kind != "unknown", succeeded=succeeded
+        )
         key = (operation, kind, status)
         children = self._by_request.get(key)
         if children is None:
@@ -187,7 +195,10 @@ class OperationLabels:
         self._limit = limit
         self._admitted: set[str] = set()
 
-    def label(self, name: object, *, resolved: bool) -> str:
+    def label(self, name: object, *, resolved: bool, succeeded: bool) -> str:
+        """A name gets a label of its own only from an answer that succeeded (200, no
+        error): a client without credentials, or with an invalid document, cannot take the
+        few labels there are."""
         if not resolved:
             return "unknown"  # refused before an operation was picked (parse error, ...)
         if name is None:
@@ -195,9 +206,9 @@ class OperationLabels:
         if name in self._admitted:
             assert isinstance(name, str)
             return name
-        if not isinstance(name, str) or not _OPERATION_NAME.fullmatch(name):
+        if not is_sane_operation_name(name):
             return "other"
-        if len(self._admitted) >= self._limit:
+        if not succeeded or len(self._admitted) >= self._limit:
             return "other"
         self._admitted.add(name)
         return name

@@ -79,7 +79,10 @@ def forget_dead_workers(directory: str) -> None:
     }
     for pid in pids:
         if not _alive(pid):
-            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+            # Two scrapes at once may both remove a dead worker's files: the second finds
+            # them gone, which must not fail its scrape.
+            with contextlib.suppress(FileNotFoundError):
+                mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:

@@ -1,11 +1,6 @@
 """The shared cache in Redis: one node, a Redis Cluster, or a master watched by Sentinel.
 
-`SNAPGRAPH_CACHE_URL` names the topology by its scheme (`rediss` for TLS):
-
-    redis://[[user]:password@]host:port[/db]                     one node
-    redis+cluster://[[user]:password@]host:port[,host:port...]   Redis Cluster seed nodes
-    redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]
-                                                                 Sentinel; the master of `service`
+`SNAPGRAPH_CACHE_URL` names the topology by its scheme (see redis_url.py):
 
     store = RedisStore.from_url(url, op_timeout=0.5)
 
@@ -30,7 +25,6 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
 
 from snapgraph.cache_backends import StoreFailure
 from snapgraph.redis_url import RedisTarget, parse_redis_url
@@ -82,23 +76,32 @@ class RedisStore:
     """Shared by every gateway process that points at the same Redis; every key has a TTL."""
 
     def __init__(
-        self, client: Any, *, op_timeout: float = 0.5, helpers: tuple[Any, ...] = ()
+        self,
+        client: Any,
+        *,
+        op_timeout: float = 0.5,
+        helpers: tuple[Any, ...] = (),
+        gated: bool = False,
     ) -> None:
         self.redis = client
         self._helpers = list(helpers)  # clients closed with ours (a Sentinel's sentinels)
         # A bound on each call as a whole: redis-py's socket timeout bounds one read, and a
         # cluster client may retry or follow a redirect within one call.
         self.op_budget = 4 * op_timeout
-        # Until a command succeeds (at first, and after any failure) commands go one at a
-        # time: redis-py's cluster client, on uvloop, breaks connections when many commands
-        # arrive while it (re)discovers the cluster (seen with 50 concurrent first commands).
-        self._gate = asyncio.Lock()
+        # `gated` (Redis Cluster): until a command succeeds, at first and after any failure,
+        # commands go one at a time. redis-py's cluster client, on uvloop, breaks connections
+        # when many commands arrive while it (re)discovers the cluster (seen with 50
+        # concurrent first commands). Those waiting when one fails fail with it, at once.
+        self._gate = asyncio.Lock() if gated else None
         self._proven = False
+        self._failures = 0
 
     @classmethod
     def from_url(cls, url: str, *, op_timeout: float = 0.5) -> RedisStore:
-        client, helpers = connect(parse_redis_url(url), op_timeout=op_timeout)
-        return cls(client, op_timeout=op_timeout, helpers=helpers)
+        target = parse_redis_url(url)
+        client, helpers = connect(target, op_timeout=op_timeout)
+        gated = target.topology == "cluster"
+        return cls(client, op_timeout=op_timeout, helpers=helpers, gated=gated)
 
     async def get(self, key: str) -> str | None:
         value: str | None = await self._run(lambda: self.redis.get(_entry_key(key)))
@@ -136,25 +139,34 @@ class RedisStore:
 
     async def _run(self, command: Callable[[], Awaitable[Any]]) -> Any:
         """Run one command, made only when it runs (a caller cancelled at the gate leaves
-        no coroutine behind)."""
-        if self._proven:
+        no coroutine behind); the wait at the gate counts against the same budget."""
+        if self._gate is None or self._proven:
             return await self._bounded(command)
-        async with self._gate:
+        failures_seen = self._failures
+        try:
+            async with asyncio.timeout(self.op_budget):
+                await self._gate.acquire()
+        except TimeoutError as exc:
+            raise StoreFailure("TimeoutError") from exc
+        try:
+            if self._failures != failures_seen:
+                raise StoreFailure("an earlier command failed")
             result = await self._bounded(command)
             self._proven = True
             return result
+        finally:
+            self._gate.release()
 
     async def _bounded(self, command: Callable[[], Awaitable[Any]]) -> Any:
         try:
             async with asyncio.timeout(self.op_budget):
                 return await command()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._proven = False
-            raise StoreFailure(type(exc).__name__) from exc
         except Exception as exc:
-            # Anything else out of the client (a connection it closed under us) is the
-            # cache failing, not the request: the caller falls back to the in-process store.
+            # Whatever comes out of the client (a refusal, a timeout, a connection it
+            # closed under us) is the cache failing, not the request: the caller falls back
+            # to the in-process store.
             self._proven = False
+            self._failures += 1
             raise StoreFailure(type(exc).__name__) from exc
 
 

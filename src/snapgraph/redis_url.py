@@ -11,7 +11,8 @@ URL without redis-py installed (it is the `redis` extra).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 SCHEMES = {
@@ -22,6 +23,12 @@ SCHEMES = {
     "redis+sentinel": ("sentinel", False),
     "rediss+sentinel": ("sentinel", True),
 }
+
+
+_NODE_PROBLEM = "each host must be host or host:port, with a port from 1 to 65535"
+# A DNS name, an IPv4 address, or (within brackets) an IPv6 address: letters, digits and
+# the punctuation those use; never a space, a slash or an "@".
+_HOST = re.compile(r"[A-Za-z0-9._:%-]+")
 
 
 class RedisUrlError(ValueError):
@@ -38,7 +45,7 @@ class RedisTarget:
     db: int = 0
     service: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 def parse_redis_url(url: str) -> RedisTarget:
@@ -52,7 +59,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     authority, _, path = rest.partition("/")
     userinfo, at, hosts = authority.rpartition("@")
     username, password = _credentials(userinfo) if at else (None, None)
-    nodes = tuple(_node(part) for part in hosts.split(","))
+    nodes = tuple(_node(part.strip()) for part in hosts.split(","))
     if topology == "node" and len(nodes) > 1:
         raise RedisUrlError("redis:// takes one host (redis+cluster:// takes several)")
     segments = [segment for segment in path.split("/") if segment]
@@ -72,19 +79,28 @@ def _credentials(userinfo: str) -> tuple[str | None, str | None]:
 
 
 def _node(text: str) -> tuple[str, int]:
-    host, colon, port = text.strip().rpartition(":")
-    if not colon:
-        host, port = text.strip(), "6379"
-    host = host.strip("[]")  # an IPv6 literal
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise RedisUrlError("each host must be host or host:port, with a port from 1 to 65535")
+    """`host`, `host:port`, `[v6]` or `[v6]:port`; nothing else (no spaces, no bare `:`)."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise RedisUrlError(_NODE_PROBLEM)
+        port = rest[1:] if rest else "6379"
+    else:
+        host, colon, port = text.partition(":")
+        port = port if colon else "6379"
+    if not host or not _HOST.fullmatch(host) or not _is_number(port) or not 0 < int(port) < 65536:
+        raise RedisUrlError(_NODE_PROBLEM)
     return host, int(port)
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone admits "²" and "٣"
 
 
 def _database(segments: list[str], topology: str) -> int:
     if not segments:
         return 0
-    if len(segments) > 1 or not segments[0].isdigit():
+    if len(segments) > 1 or not _is_number(segments[0]):
         raise RedisUrlError("the path must be a database number, as in /0")
     if topology == "cluster" and segments[0] != "0":
         raise RedisUrlError("Redis Cluster has database 0 only")

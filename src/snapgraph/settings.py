@@ -30,6 +30,12 @@ def _setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def _secret_setting(default: Any, help: str) -> Any:
+    """A setting that may hold a secret: left out of `repr(settings)` (a debugger, an error
+    tracker that records locals, a careless log line)."""
+    return field(default=default, metadata={"help": help}, repr=False)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The gateway's configuration. Build it with `Settings.from_environ(os.environ)`."""
@@ -85,7 +91,7 @@ class Settings:
     upstream_trust_env: bool = _setting(
         False, "Honour HTTP(S)_PROXY, NO_PROXY and SSL_CERT_FILE from the environment."
     )
-    cache_url: str = _setting(
+    cache_url: str = _secret_setting(
         "memory://",
         "memory:// (in-process), or a Redis shared by every gateway process: "
         "redis://[:password@]host:port/db (one node), "
@@ -93,7 +99,7 @@ class Settings:
         "redis+sentinel://[:password@]host:port,host:port/service/db (Sentinel); "
         "rediss... for TLS.",
     )
-    cache_secret: str | None = _setting(
+    cache_secret: str | None = _secret_setting(
         None,
         "HMAC secret for cache keys. Required with Redis (the same on every replica); "
         "random per process otherwise. Prefer SNAPGRAPH_CACHE_SECRET_FILE: a value in the "
@@ -329,7 +335,8 @@ def _check_cache_url(url: str) -> None:
         parse_redis_url(url)
     except RedisUrlError as exc:
         problem = f"must be memory:// or a Redis URL: {exc}"
-        raise ConfigError(env_name("cache_url"), problem, _without_secrets(url)) from None
+        # Not even masked: the URL may hold a password in a place the parser could not tell.
+        raise ConfigError(env_name("cache_url"), problem, None) from None
 
 
 def _secret_from_file(values: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from snapgraph._version import __version__
+from snapgraph.metrics import is_sane_operation_name
 
 logger = logging.getLogger("snapgraph.tracing")
 
@@ -70,10 +71,13 @@ class OperationSpan:
     def named(self, name: str | None, operation_type: str, document: str) -> None:
         if self._span is None:
             return
-        self._span.update_name(f"{operation_type} {name}" if name else operation_type)
+        # A client chooses the name: one that is not a short GraphQL name (a 100,000-character
+        # one would do) names no span; the document hash still tells operations apart.
+        shown = name if is_sane_operation_name(name) else None
+        self._span.update_name(f"{operation_type} {shown}" if shown else operation_type)
         self._span.set_attribute("graphql.operation.type", operation_type)
-        if name:
-            self._span.set_attribute("graphql.operation.name", name)
+        if shown:
+            self._span.set_attribute("graphql.operation.name", shown)
         digest = hashlib.sha256(document.encode()).hexdigest()
         self._span.set_attribute("graphql.document.hash", digest)
 
@@ -151,23 +155,33 @@ class Tracing:
 
 
 def tracing_from_environ(environ: Mapping[str, str]) -> Tracing:
-    """On when `OTEL_TRACES_EXPORTER` is otlp or console, or an OTLP endpoint is set, unless
-    `OTEL_SDK_DISABLED` is true. The SDK reads the rest of `OTEL_*` itself (endpoint,
-    headers, sampler, resource attributes, batch sizes)."""
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    """On when `OTEL_TRACES_EXPORTER` names otlp or console (a comma-separated list, as the
+    specification allows), or an OTLP endpoint is set; off with `OTEL_SDK_DISABLED=true`, or
+    `none`. The SDK reads the rest of `OTEL_*` itself (endpoint, headers, sampler, resource
+    attributes, batch sizes)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return Tracing()
+    named = {e.strip().lower() for e in environ.get("OTEL_TRACES_EXPORTER", "").split(",")}
+    named.discard("")
     endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
-    disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
-    if disabled or exporter == "none" or not (exporter or endpoint):
+    if "none" in named or not (named or endpoint):
         return Tracing()
-    if exporter and exporter not in _EXPORTERS:
-        logger.warning(
-            "OTEL_TRACES_EXPORTER=%s is not supported (otlp, console): tracing off", exporter
-        )
+    exporters = (named or {"otlp"}) & set(_EXPORTERS)
+    if named - set(_EXPORTERS):
+        logger.warning("OTEL_TRACES_EXPORTER: only otlp and console are supported")
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if "otlp" in exporters and protocol.strip() != "http/protobuf":
+        # Spans sent as HTTP to a gRPC port would be lost without a word: say so, send none.
+        logger.warning("OTLP over %s is not supported (http/protobuf is): tracing off", protocol)
+        return Tracing()
+    if not exporters:
         return Tracing()
     try:
-        return Tracing(_provider(exporter or "otlp", environ))
+        return Tracing(_provider(exporters, environ))
     except ImportError:
         logger.warning(
             "OTEL_* asks for traces, but the otel extra is not installed: "
@@ -176,21 +190,29 @@ def tracing_from_environ(environ: Mapping[str, str]) -> Tracing:
         return Tracing()
 
 
-def _provider(exporter: str, environ: Mapping[str, str]) -> Any:
+def _provider(exporters: set[str], environ: Mapping[str, str]) -> Any:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over these defaults.
-    defaults = {"service.version": __version__}
-    named = "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    if "OTEL_SERVICE_NAME" not in environ and not named:
-        defaults["service.name"] = "snapgraph"
-    provider = TracerProvider(resource=Resource.create(defaults))
-    if exporter == "console":
+    provider = TracerProvider(resource=Resource.create(_resource_defaults(environ)))
+    if "console" in exporters:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    else:
+    if "otlp" in exporters:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
+
+
+def _resource_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    """service.name and service.version, unless OTEL_SERVICE_NAME or
+    OTEL_RESOURCE_ATTRIBUTES set them (what is passed here would win over them)."""
+    given = {
+        pair.partition("=")[0].strip()
+        for pair in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
+    }
+    if environ.get("OTEL_SERVICE_NAME"):
+        given.add("service.name")
+    defaults = {"service.name": "snapgraph", "service.version": __version__}
+    return {key: value for key, value in defaults.items() if key not in given}

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 
 from snapgraph import metrics_exposition as exposition
 from snapgraph.app import app_from_environ, create_app
+from snapgraph.cache_backends import REDIS_MISSING
 from snapgraph.errors import ConfigError
 from snapgraph.settings import Settings, env_name
 from snapgraph.shutdown import DrainingServer, DrainingSupervisor, drain_on_signal
@@ -48,14 +49,10 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> None:
 
 def check(settings: Settings) -> None:
     """Refuse settings that only fail once serving starts (before anything has started)."""
-    if settings.metrics and settings.metrics_port == settings.port:
+    if settings.metrics and settings.metrics_port and settings.metrics_port == settings.port:
         raise ConfigError(env_name("metrics_port"), "must differ from SNAPGRAPH_PORT", None)
     if settings.uses_redis and not _importable("redis"):
-        raise ConfigError(
-            env_name("cache_url"),
-            "names a Redis, but redis-py is not installed: pip install 'snapgraph[redis]'",
-            None,
-        )
+        raise ConfigError(env_name("cache_url"), REDIS_MISSING, None)
 
 
 def _importable(module: str) -> bool:

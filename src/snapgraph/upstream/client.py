@@ -157,7 +157,8 @@ class UpstreamClient:
         params = {"type": list_type} if list_type is not None else None
         headers = _forwarded_headers(credentials, request_id)
         started = time.perf_counter()
-        with self._tracing.upstream_fetch(self._url(params), headers) as span:
+        url = self._url(params) if self._tracing.enabled else ""
+        with self._tracing.upstream_fetch(url, headers) as span:
             answer = await self._send_with_retries(params, headers, request_id)
             span.answered(answer.status, resends=answer.resends)
         self.health.note(up=answer.status < 500)
@@ -205,7 +206,8 @@ class UpstreamClient:
             self.breaker.release()  # a probe that ended without a verdict (cancelled, too big)
 
     def _url(self, params: dict[str, str] | None) -> str:
-        return str(self._http.base_url.join(SNAPSHOTS_PATH).copy_merge_params(params or {}))
+        """The URL a fetch goes to (httpx appends the path to the base URL's own path)."""
+        return str(self._http.build_request("GET", SNAPSHOTS_PATH, params=params).url)
 
     async def _wait_to_retry(
         self, attempt: int, retry_after: float | None, deadline_at: float
