@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -394,3 +395,49 @@ def test_refused_requests_cannot_take_the_operation_labels(
         if name == "snapgraph_request_duration_seconds_count"
     }
     assert operations == {"other", "Dashboard"}
+
+
+def test_idle_connections_to_the_metrics_port_are_bounded_and_scrapes_go_on() -> None:
+    """prometheus_client's server gives each connection a thread that never times out: 400
+    idle connections were 400 threads. Ours holds a few, closes the rest at once, and drops
+    idle ones after METRICS_IDLE_SECONDS."""
+    import socket
+    import threading
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from snapgraph.metrics_exposition import METRICS_MAX_CONNECTIONS, listening
+
+    registry = CollectorRegistry()
+    Counter("probe", "a counter", registry=registry).inc()
+    port = free_port()
+    before = threading.active_count()
+    idle: list[socket.socket] = []
+    with listening("127.0.0.1", port, registry):
+        try:
+            for _ in range(100):  # half a request each, then silence
+                connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+                connection.sendall(b"GET /metrics HTTP/1.1\r\n")
+                idle.append(connection)
+            # Each accepted connection has its thread; the rest are closed unanswered. Watch
+            # for a second (an unbounded server reaches 100 threads well within it).
+            most = 0
+            watch_until = time.monotonic() + 1.0
+            while time.monotonic() < watch_until:
+                most = max(most, threading.active_count() - before - 1)  # less its own
+                time.sleep(0.01)
+            assert most <= METRICS_MAX_CONNECTIONS <= 10
+        finally:
+            for connection in idle:
+                connection.close()
+
+        def scraped() -> bool:
+            try:
+                return "probe_total 1.0" in httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+            except httpx.TransportError:
+                return False
+
+        deadline = time.monotonic() + 15
+        while not scraped():
+            assert time.monotonic() < deadline, "the metrics port never answered again"
+            time.sleep(0.1)

@@ -25,11 +25,14 @@ import asyncio
 import contextlib
 import os
 import re
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -95,14 +98,53 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# The metrics port's limits: a connection idle this long is dropped, and past this many at
+# once a new one is closed unanswered (prometheus_client's own server starts a thread per
+# connection and never times one out: 400 idle connections were 400 threads).
+METRICS_IDLE_SECONDS = 5.0
+METRICS_MAX_CONNECTIONS = 8
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = METRICS_IDLE_SECONDS  # socketserver applies it to the connection
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[WSGIRequestHandler]) -> None:
+        self._slots = threading.BoundedSemaphore(METRICS_MAX_CONNECTIONS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: refuse rather than start another thread
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 @contextlib.contextmanager
 def listening(host: str, port: int, registry: CollectorRegistry) -> Iterator[None]:
-    """Serve `registry` alone on `host:port` (any path) until the block ends."""
+    """Serve `registry` alone on `host:port` (any path) until the block ends, on a thread
+    of its own (it answers while the event loop is busy), bounded in connections."""
     try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        server = make_server(
+            host, port, make_wsgi_app(registry), _BoundedServer, handler_class=_QuietHandler
+        )
     except OSError as exc:
         problem = f"cannot be listened on at {host}: {exc.strerror}"
         raise ConfigError("SNAPGRAPH_METRICS_PORT", problem, port) from None
+    thread = threading.Thread(target=server.serve_forever, name="metrics-port", daemon=True)
+    thread.start()
     try:
         yield
     finally:
