@@ -374,11 +374,19 @@ def memory(args: argparse.Namespace) -> None:
 
                 async def one(n: int) -> None:
                     async with semaphore:
-                        await http.post(
-                            "/graphql",
-                            json={"query": SAME_DOCUMENT},
-                            headers={"X-API-Key": f"user-{n}"},
-                        )
+                        for attempt in range(3):
+                            try:
+                                await http.post(
+                                    "/graphql",
+                                    json={"query": SAME_DOCUMENT},
+                                    headers={"X-API-Key": f"user-{n}"},
+                                )
+                                return
+                            except httpx.TransportError:
+                                # A pooled connection the server closed as it was reused (a
+                                # keep-alive race on a busy machine): that user again.
+                                if attempt == 2:
+                                    raise
 
                 await asyncio.gather(*(one(n) for n in range(args.users)))
 
