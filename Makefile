@@ -29,12 +29,23 @@ bench: $(VENV)/.installed
 bench-cache: $(VENV)/.installed
 	$(BIN)/python benchmarks/cache_bench.py --redis $${SNAPGRAPH_BENCH_REDIS_URL:-redis://127.0.0.1:6379/14}
 
-$(VENV)/.installed: pyproject.toml
+# The dev environment is the lock's: requirements/dev.lock pins every package of the test extra
+# and all they pull in (`make lock` writes it); snapgraph itself goes in editable, over them.
+$(VENV)/.installed: pyproject.toml requirements/dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "snapgraph needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# After a change to pyproject's dependencies: `make lock`, and commit the lock with it
+# (tests/test_dependency_bounds.py fails while they disagree). uv keeps every pin that still
+# fits; `make lock LOCK_FLAGS=--upgrade` moves them all to the newest releases.
+.PHONY: lock
+lock: $(VENV)/.installed
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --extra test \
+		--custom-compile-command 'make lock' $(LOCK_FLAGS) pyproject.toml -o requirements/dev.lock
 
 js: js/node_modules/.installed
 

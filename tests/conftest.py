@@ -1,14 +1,18 @@
-"""Shared fixtures: every server is reached over real HTTP (uvicorn on a free port)."""
+"""Shared fixtures: every upstream is reached over real HTTP (uvicorn on a free port); so is
+every gateway, except in modules that ask for one in process (`start_in_process_gateway`)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -80,7 +84,9 @@ class Gateway:
 
 
 @pytest.fixture
-def start_gateway(servers: ExitStack) -> Callable[..., Gateway]:
+def start_served_gateway(servers: ExitStack) -> Callable[..., Gateway]:
+    """Start a gateway served by uvicorn on a port of its own."""
+
     def start(upstream_url: str, transport: Any = None, **settings: Any) -> Gateway:
         app = create_app(
             Settings.from_environ({}, upstream_url=upstream_url, **settings), transport=transport
@@ -93,8 +99,178 @@ def start_gateway(servers: ExitStack) -> Callable[..., Gateway]:
 
 
 @pytest.fixture
+def start_gateway(start_served_gateway: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """A module whose tests need no socket overrides this with `start_in_process_gateway`."""
+    return start_served_gateway
+
+
+class InProcessGateway(Gateway):
+    """A gateway reached without a socket: httpx's ASGITransport hands it each request on an
+    event loop of its own thread (as uvicorn would run it), its lifespan run through
+    asgi-lifespan; its upstream is still a real HTTP server. For tests of what the gateway
+    answers, where the socket is not the point: uvicorn costs about 0.2 s a gateway."""
+
+    def __init__(self, app: Any, stack: ExitStack) -> None:
+        from anyio.from_thread import start_blocking_portal
+
+        self.app = app
+        portal = stack.enter_context(start_blocking_portal())
+        running = stack.enter_context(portal.wrap_async_context_manager(_lifespan(app)))
+        transport = httpx.ASGITransport(app=running, raise_app_exceptions=False)
+        self.http = stack.enter_context(
+            httpx.Client(transport=_FromThread(transport, portal), base_url="http://gateway.test")
+        )
+
+    @property
+    def url(self) -> str:
+        raise AssertionError("an in-process gateway has no URL: use start_served_gateway")
+
+
+@asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[Any]:
+    """The app between its lifespan's startup and shutdown."""
+    from asgi_lifespan import LifespanManager
+
+    async with LifespanManager(app) as manager:
+        yield manager.app
+
+
+class _FromThread(httpx.BaseTransport):
+    """An async transport, called from synchronous code through an anyio portal."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, portal: Any) -> None:
+        self._transport = transport
+        self._portal = portal
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._portal.call(self._send, request)
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        sent = httpx.Request(
+            request.method, request.url, headers=request.headers, content=request.read()
+        )
+        response = await self._transport.handle_async_request(sent)
+        raw = b"".join([part async for part in response.stream])
+        return httpx.Response(
+            response.status_code, headers=response.headers, stream=httpx.ByteStream(raw)
+        )
+
+
+@pytest.fixture
+def start_in_process_gateway(servers: ExitStack) -> Callable[..., Gateway]:
+    def start(upstream_url: str, transport: Any = None, **settings: Any) -> Gateway:
+        app = create_app(
+            Settings.from_environ({}, upstream_url=upstream_url, **settings), transport=transport
+        )
+        return InProcessGateway(app, servers)  # its lifespan runs until the test ends
+
+    return start
+
+
+@pytest.fixture
 def gateway(start_gateway: Callable[..., Gateway], upstream: Upstream) -> Gateway:
     return start_gateway(upstream.url)
+
+
+class Clock:
+    """The clocks that snapgraph's cache, upstream client and breaker read, stopped: they move
+    only when the test calls `advance`. An entry's age, a TTL or a breaker's reset is then the
+    value the test chose, however loaded the machine: no test sleeps through a window that a
+    slow step could miss. For gateways on the memory cache (Redis expires keys by its own
+    clock). Under it a fetch's deadline restarts with each retry: the deadline tests don't use it.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import snapgraph.cache
+        import snapgraph.upstream.client
+        import snapgraph.upstream.resilience
+
+        self.wall = time.time()
+        self.monotonic = time.monotonic()
+        # The cache ages entries by wall time (its lease polling keeps the real monotonic
+        # clock); the client's health and the breaker read the monotonic clock.
+        monkeypatch.setattr(snapgraph.cache, "time", _Time(time=lambda: self.wall))
+        for module in (snapgraph.upstream.client, snapgraph.upstream.resilience):
+            monkeypatch.setattr(module, "time", _Time(monotonic=lambda: self.monotonic))
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.monotonic += seconds
+
+
+class _Time:
+    """The `time` module, except for the functions given."""
+
+    def __init__(self, **functions: Callable[[], float]) -> None:
+        self.__dict__.update(functions)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    return Clock(monkeypatch)
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Poll until `condition()` is true; fail saying `what` did not happen after `timeout`
+    seconds. The timeout only bounds a broken run: it is no window a correct one must hit."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.01)
+
+
+async def wait_for_async(condition: Callable[[], Awaitable[object]], what: str) -> None:
+    """`wait_for` inside an event loop, for an asynchronous condition (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while not await condition():
+        assert time.monotonic() < deadline, f"{what}: not within 30 s"
+        await asyncio.sleep(0.01)
+
+
+class Lines:
+    """What a child process writes to a pipe, read line by line on a thread of its own: a test
+    waits for the lines it needs with a deadline (a bare `readline()` blocks forever on a
+    process that stays silent), and the pipe never fills up and stalls the process."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        try:
+            for line in stream:
+                self._lines.put(line)
+        except (OSError, ValueError):  # closed under us: the test is over
+            pass
+        finally:
+            self._lines.put(None)
+
+    def until(self, condition: Callable[[str], bool], timeout: float = 30) -> str:
+        """Read until `condition` holds for all the text read so far, and return that text."""
+        deadline = time.monotonic() + timeout
+        while not condition(text := "".join(self.seen)):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"not within {timeout} s; the process wrote {text!r}"
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            assert line is not None, f"the process closed its output after {text!r}"
+            self.seen.append(line)
+        return text
+
+    def first(self, timeout: float = 30) -> str:
+        """The first line."""
+        return self.until(lambda text: "\n" in text, timeout).partition("\n")[0]
+
+    def join(self) -> None:
+        """Wait for the reader to see the end (call it once the process has exited)."""
+        self._thread.join(timeout=10)
 
 
 def data_of(result: dict[str, Any]) -> Any:
@@ -103,7 +279,11 @@ def data_of(result: dict[str, Any]) -> Any:
 
 
 class FaultyUpstream:
-    """A real HTTP server whose /v1/snapshots answers whatever a test tells it to."""
+    """A real HTTP server whose /v1/snapshots answers whatever a test tells it to.
+
+    `hold()` makes it keep every request unanswered until `release()` (the fixture releases
+    at teardown): a test decides when an answer comes, instead of betting on a delay.
+    """
 
     def __init__(self) -> None:
         self.status = 200
@@ -112,6 +292,14 @@ class FaultyUpstream:
         self.delay = 0.0
         self.received: list[dict[str, str]] = []
         self.url = ""
+        self._answering = threading.Event()
+        self._answering.set()
+
+    def hold(self) -> None:
+        self._answering.clear()
+
+    def release(self) -> None:
+        self._answering.set()
 
     def respond(self, status: int, body: bytes | str, delay: float = 0.0, **headers: str) -> None:
         self.status = status
@@ -131,6 +319,8 @@ class FaultyUpstream:
             self.received.append(dict(request.headers))
             if self.delay:
                 await asyncio.sleep(self.delay)
+            if not self._answering.is_set():
+                await asyncio.to_thread(self._answering.wait)
             return Response(self.body, status_code=self.status, headers=self.headers)
 
         return Starlette(routes=[Route("/v1/snapshots", snapshots)])
@@ -140,6 +330,7 @@ class FaultyUpstream:
 def faulty(servers: ExitStack) -> FaultyUpstream:
     upstream = FaultyUpstream()
     upstream.url = servers.enter_context(serve_in_thread(upstream.app()))
+    servers.callback(upstream.release)  # before the server stops: nothing left held
     return upstream
 
 

@@ -7,9 +7,11 @@ import re
 
 import pytest
 
+from conftest import Clock, wait_for_async
 from snapgraph.cache import CachedList, SnapshotCache, cache_key, frozen
 from snapgraph.cache_backends import MemoryStore
 from snapgraph.errors import UpstreamBadResponse, UpstreamUnavailable
+from snapgraph.metrics import Metrics
 from snapgraph.upstream.models import Credentials
 
 SECRET = b"server-secret"
@@ -31,6 +33,16 @@ def test_key_depends_on_every_seed_and_hides_them() -> None:
     assert all(re.fullmatch(r"list:\{[0-9a-f]{64}\}", key) for key in keys)
 
 
+def test_key_changes_with_the_row_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import snapgraph.cache
+
+    credentials = Credentials(api_key="k1")
+    before = cache_key(SECRET, credentials, "user")
+    # A release whose rows hold other fields never reads an older release's rows.
+    monkeypatch.setattr(snapgraph.cache, "ROW_FIELDS", (*snapgraph.cache.ROW_FIELDS, "new"))
+    assert cache_key(SECRET, credentials, "user") != before
+
+
 def test_key_is_stable_for_the_same_caller_and_query() -> None:
     one = cache_key(SECRET, Credentials(api_key="k1"), "user")
     assert one == cache_key(SECRET, Credentials(api_key="k1"), "user")
@@ -48,41 +60,71 @@ def test_entry_round_trips_and_garbage_is_a_miss() -> None:
     assert CachedList.loads('{"format": 99}') is None
 
 
-def make_cache(store: MemoryStore | None = None, **kwargs: float) -> SnapshotCache:
+def make_cache(
+    store: MemoryStore | None = None, metrics: Metrics | None = None, **kwargs: float
+) -> SnapshotCache:
     options = {"ttl": 30.0, "stale_window": 300.0, "lease_seconds": 5.0, **kwargs}
-    return SnapshotCache(store if store is not None else MemoryStore(100), secret=SECRET, **options)
+    store = store if store is not None else MemoryStore(100)
+    return SnapshotCache(store, secret=SECRET, metrics=metrics, **options)
 
 
 class CountingFetch:
-    def __init__(self, items: list | None = None, delay: float = 0.0) -> None:
+    """A fetch that counts its calls; a `held` one answers only once `answer` is set."""
+
+    def __init__(self, items: list | None = None, held: bool = False) -> None:
         self.calls = 0
         self.items = items if items is not None else [["a"]]
-        self.delay = delay
         self.error: Exception | None = None
+        self.started = asyncio.Event()
+        self.answer = asyncio.Event()
+        if not held:
+            self.answer.set()
 
     async def __call__(self) -> tuple[list, list]:
         self.calls += 1
-        await asyncio.sleep(self.delay)
+        self.started.set()
+        await self.answer.wait()
         if self.error is not None:
             raise self.error
         return [list(item) for item in self.items], []
 
 
+def lookups(metrics: Metrics, result: str) -> float:
+    value = metrics.registry.get_sample_value("snapgraph_cache_lookups_total", {"result": result})
+    return value or 0.0
+
+
 async def test_concurrent_misses_of_one_key_fetch_once() -> None:
-    cache, fetch = make_cache(), CountingFetch(delay=0.05)
-    results = await asyncio.gather(*(cache.load("k", fetch, list_type=None) for _ in range(100)))
+    metrics = Metrics()
+    cache, fetch = make_cache(metrics=metrics), CountingFetch(held=True)
+    loads = [asyncio.ensure_future(cache.load("k", fetch, list_type=None)) for _ in range(100)]
+
+    async def all_waiting() -> bool:
+        return lookups(metrics, "coalesced") == 99
+
+    # The fetch answers once the 99 others wait on it: none of them can find it done.
+    await wait_for_async(all_waiting, "99 loads waiting on the first one's fetch")
+    fetch.answer.set()
+    results = await asyncio.gather(*loads)
     assert fetch.calls == 1
     assert all(result.items == (("a",),) for result in results)
 
 
 async def test_different_keys_never_share_a_fetch() -> None:
     cache = make_cache()
-    fetches = [CountingFetch([[f"user-{n}"]], delay=0.05) for n in range(5)]
-    results = await asyncio.gather(
-        *(cache.load(f"k{n}", fetch, list_type=None) for n, fetch in enumerate(fetches))
-    )
-    assert [r.items for r in results] == [((f"user-{n}",),) for n in range(5)]
-    assert [f.calls for f in fetches] == [1] * 5
+    stuck = CountingFetch([["user-0"]], held=True)
+    first = asyncio.ensure_future(cache.load("k0", stuck, list_type=None))
+    await stuck.started.wait()
+    fetches = [CountingFetch([[f"user-{n}"]]) for n in range(1, 5)]
+    async with asyncio.timeout(30):  # they never wait for k0's fetch, which never ends
+        results = await asyncio.gather(
+            *(cache.load(f"k{n}", fetch, list_type=None) for n, fetch in enumerate(fetches, 1))
+        )
+    assert [r.items for r in results] == [((f"user-{n}",),) for n in range(1, 5)]
+    assert [f.calls for f in fetches] == [1] * 4
+    assert not first.done()
+    stuck.answer.set()
+    assert (await first).items == (("user-0",),)
 
 
 async def test_a_cached_value_cannot_be_changed_by_the_request_that_reads_it() -> None:
@@ -97,11 +139,14 @@ async def test_a_cached_value_cannot_be_changed_by_the_request_that_reads_it() -
 
 
 async def test_a_caller_hanging_up_does_not_cancel_the_shared_fetch() -> None:
-    cache, fetch = make_cache(), CountingFetch(delay=0.1)
+    cache, fetch = make_cache(), CountingFetch(held=True)
     impatient = asyncio.ensure_future(cache.load("k", fetch, list_type=None))
     patient = asyncio.ensure_future(cache.load("k", fetch, list_type=None))
-    await asyncio.sleep(0.02)
+    await fetch.started.wait()  # both wait on the fetch (patient ran before it started)
     impatient.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    fetch.answer.set()  # only now: the fetch outlived the caller who left
     assert (await patient).items == (("a",),)
     assert fetch.calls == 1
 
@@ -124,16 +169,17 @@ async def test_ttl_zero_turns_caching_off() -> None:
     assert fetch.calls == 2 and len(store) == 0
 
 
-async def test_stale_entry_is_served_only_within_the_window() -> None:
-    cache, fetch = make_cache(ttl=0.05, stale_window=0.2), CountingFetch()
+async def test_stale_entry_is_served_only_within_the_window(clock: Clock) -> None:
+    cache, fetch = make_cache(ttl=10, stale_window=20), CountingFetch()
     await cache.load("k", fetch, list_type=None)
-    await asyncio.sleep(0.08)
     fetch.error = UpstreamUnavailable()
+    clock.advance(29)  # past the TTL, within the stale window
     stale = await cache.load("k", fetch, list_type=None)
-    assert stale.stale and stale.items == (("a",),)
-    await asyncio.sleep(0.25)
+    assert stale.stale and stale.items == (("a",),) and stale.age == 29
+    clock.advance(1)  # TTL + window: over (the memory store still holds the entry)
     with pytest.raises(UpstreamUnavailable):
         await cache.load("k", fetch, list_type=None)
+    assert fetch.calls == 3
 
 
 async def test_memory_store_stays_at_its_bound_under_100k_users() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+from collections.abc import Callable
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,15 +15,26 @@ from conftest import (
     ALICE_KEY,
     BOB_KEY,
     QUERY,
+    Clock,
     FaultyUpstream,
     Gateway,
     Upstream,
     ids,
     run_concurrently,
+    sample,
+    wait_for_async,
 )
 from snapgraph.reference.data import SYSTEM_SNAPSHOTS, Dataset
 
+
+@pytest.fixture
+def start_gateway(start_in_process_gateway: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """In process: what these tests check is the gateway's answer, not its socket."""
+    return start_in_process_gateway
+
+
 PUBLIC_SYSTEM = {s.fields["id"] for s in SYSTEM_SNAPSHOTS if s.fields["is_public"]}
+COALESCED = 'snapgraph_cache_lookups_total{result="coalesced"}'
 ITEM = {
     "id": "s1",
     "status": "ready",
@@ -44,14 +56,16 @@ def test_users_never_share_an_entry(gateway: Gateway, upstream: Upstream) -> Non
     assert len(upstream.requests) == 2
 
 
-def test_expired_entry_is_refetched_once(start_gateway, upstream: Upstream) -> None:
-    gateway = start_gateway(upstream.url, cache_ttl=0.3)
+def test_expired_entry_is_refetched_once(start_gateway, upstream: Upstream, clock: Clock) -> None:
+    gateway = start_gateway(upstream.url, cache_ttl=30)
+    gateway.query(QUERY, ALICE_KEY)
+    clock.advance(29)
+    gateway.query(QUERY, ALICE_KEY)
+    assert len(upstream.requests) == 1  # still fresh
+    clock.advance(1)
     gateway.query(QUERY, ALICE_KEY)
     gateway.query(QUERY, ALICE_KEY)
-    time.sleep(0.4)
-    gateway.query(QUERY, ALICE_KEY)
-    gateway.query(QUERY, ALICE_KEY)
-    assert len(upstream.requests) == 2
+    assert len(upstream.requests) == 2  # expired at 30 s: refetched once, then fresh again
 
 
 def test_no_cache_request_refetches_and_refreshes_the_entry(
@@ -79,39 +93,67 @@ def test_upstream_errors_are_not_cached(faulty: FaultyUpstream, start_gateway) -
 
 
 def test_stale_entry_is_served_and_flagged_when_upstream_fails(
-    faulty: FaultyUpstream, start_gateway
+    faulty: FaultyUpstream, start_gateway, clock: Clock
 ) -> None:
-    gateway = start_gateway(faulty.url, cache_ttl=0.2, cache_stale_window=60, upstream_timeout=0.3)
+    gateway = start_gateway(faulty.url, cache_ttl=10, cache_stale_window=60, upstream_timeout=0.3)
     faulty.respond(200, json.dumps([ITEM]))
     fresh = gateway.query(QUERY, ALICE_KEY)
     assert "extensions" not in fresh
-    time.sleep(0.3)
-    for failure in ({"status": 500, "body": "boom"}, {"status": 200, "body": "[]", "delay": 1.0}):
-        faulty.respond(**failure)
+
+    def served_stale(age: int) -> None:
         stale = gateway.query(QUERY, ALICE_KEY)
         assert ids(stale) == {"s1"}
-        assert stale["extensions"]["stale"] is True
-        assert stale["extensions"]["staleAgeSeconds"] >= 0
+        assert stale["extensions"] == {"stale": True, "staleAgeSeconds": age}
+
+    clock.advance(17)  # past the TTL, within the stale window
+    faulty.respond(500, "boom")
+    served_stale(17)
+    clock.advance(6)
+    faulty.hold()  # no answer at all: a timeout, however slow the machine
+    served_stale(23)
+    assert len(faulty.received) == 3
 
 
-def test_no_stale_entry_means_the_error_is_reported(faulty: FaultyUpstream, start_gateway) -> None:
-    gateway = start_gateway(faulty.url, cache_ttl=0.1, cache_stale_window=0.1)
+def test_no_stale_entry_means_the_error_is_reported(
+    faulty: FaultyUpstream, start_gateway, clock: Clock
+) -> None:
+    gateway = start_gateway(faulty.url, cache_ttl=10, cache_stale_window=5)
     faulty.respond(200, json.dumps([ITEM]))
     gateway.query(QUERY, ALICE_KEY)
-    time.sleep(0.3)
+    clock.advance(15)  # TTL and stale window both over
     faulty.respond(500, "boom")
     result = gateway.query(QUERY, ALICE_KEY)
     assert result["errors"][0]["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
 
 
 def test_100_concurrent_identical_queries_make_one_upstream_call(
-    start_upstream, start_gateway
+    faulty: FaultyUpstream, start_served_gateway
 ) -> None:
-    upstream = start_upstream(latency=0.3)
-    gateway = start_gateway(upstream.url)
-    results = asyncio.run(run_concurrently(gateway.url, [ALICE_KEY] * 100))
-    assert all("snap-alice-dev" in ids(result) for result in results)
-    assert len(upstream.requests) == 1
+    faulty.respond(200, json.dumps([ITEM]))
+    faulty.hold()  # until all 100 are waiting: none can come late and find the entry cached
+    gateway = start_served_gateway(faulty.url)
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=gateway.url, timeout=30, limits=httpx.Limits(max_connections=200)
+        ) as http:
+            body = {"query": QUERY}
+            sent = [
+                asyncio.ensure_future(http.post("/graphql", json=body, headers=ALICE_KEY))
+                for _ in range(100)
+            ]
+
+            async def all_waiting() -> bool:
+                metrics = (await http.get("/metrics")).text
+                return sample(metrics, COALESCED) == 99
+
+            await wait_for_async(all_waiting, "99 queries waiting on the first one's fetch")
+            faulty.release()
+            return await asyncio.gather(*sent)
+
+    results = [response.json() for response in asyncio.run(run())]
+    assert all(ids(result) == {"s1"} for result in results)
+    assert len(faulty.received) == 1
 
 
 def expected_for(user: str, list_type: str | None = None) -> set[str]:
@@ -120,10 +162,10 @@ def expected_for(user: str, list_type: str | None = None) -> set[str]:
 
 
 def test_50_users_concurrently_cold_and_warm_see_only_their_own(
-    start_upstream, start_gateway
+    start_upstream, start_served_gateway
 ) -> None:
     upstream = start_upstream(Dataset.generated(users=50), latency=0.05)
-    gateway = start_gateway(upstream.url)
+    gateway = start_served_gateway(upstream.url)
     users = [n % 50 for n in range(200)]
     requests = [{"X-API-Key": f"key-{n:03d}"} for n in users]
     for _ in ("cold", "warm"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -29,40 +30,57 @@ from conftest import (
     ids,
     run_concurrently,
     sample,
+    wait_for,
+    wait_for_async,
 )
 
 pytestmark = pytest.mark.redis
 SECRET = "test-cache-secret"
 CREDENTIAL_TEXTS = ["demo-alice-key", "demo-alice-token", "demo-bob-key"]
+MISS = 'snapgraph_cache_lookups_total{result="miss"}'
+ALICE_DEV = {
+    "id": "snap-alice-dev",
+    "status": "ready",
+    "snapshot_type": "full",
+    "created_at": "2026-01-01T00:00:00Z",
+    "updated_at": "2026-01-01T00:00:00Z",
+}
 
 
 @contextmanager
-def gateway_process(upstream_url: str, cache_url: str, **settings: str) -> Iterator[str]:
-    """`snapgraph serve` in its own process, as a replica would run."""
-    port = free_port()
-    flags = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items()]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snapgraph",
-            "serve",
-            f"--port={port}",
-            f"--upstream-url={upstream_url}",
-            f"--cache-url={cache_url}",
-            f"--cache-secret={SECRET}",
-            "--log-level=warning",
-            *flags,
-        ],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
+def gateway_processes(upstream_url: str, cache_url: str, count: int) -> Iterator[list[str]]:
+    """`snapgraph serve` in `count` processes of their own, as replicas would run (started
+    side by side: each start costs seconds)."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "snapgraph",
+                "serve",
+                f"--port={port}",
+                f"--upstream-url={upstream_url}",
+                f"--cache-url={cache_url}",
+                f"--cache-secret={SECRET}",
+                "--log-level=warning",
+            ],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        first_answer(lambda: httpx.get(url + "/healthz", timeout=1), process)
-        yield url
+        for url, process in zip(urls, processes, strict=True):
+            first_answer(lambda url=url: httpx.get(url + "/healthz", timeout=1), process)
+        yield urls
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -91,27 +109,39 @@ def test_entries_are_shared_through_redis_with_ttls_and_no_credentials(
 
 
 def test_100_concurrent_queries_across_two_processes_make_one_upstream_call(
-    start_upstream, redis_url: str
+    faulty: FaultyUpstream, redis_url: str
 ) -> None:
-    upstream = start_upstream(latency=0.5)
-    with (
-        gateway_process(upstream.url, redis_url) as first,
-        gateway_process(upstream.url, redis_url) as second,
-    ):
+    faulty.respond(200, json.dumps([ALICE_DEV]))
+    # Held until both processes have missed: one fetches, the other can only wait on its
+    # lease (none can come late and find the entry stored).
+    faulty.hold()
+
+    def alices() -> int:
+        return sum(1 for headers in faulty.received if headers.get("x-api-key") == "demo-alice-key")
+
+    with gateway_processes(faulty.url, redis_url, 2) as (first, second):
 
         async def both() -> list[dict]:
-            halves = await asyncio.gather(
+            halves = asyncio.gather(
                 run_concurrently(first, [ALICE_KEY] * 50),
                 run_concurrently(second, [ALICE_KEY] * 50),
             )
-            return [*halves[0], *halves[1]]
+            async with httpx.AsyncClient(timeout=30) as http:
+
+                async def both_missed() -> bool:
+                    texts = [(await http.get(url + "/metrics")).text for url in (first, second)]
+                    return alices() == 1 and all(sample(text, MISS) == 1 for text in texts)
+
+                await wait_for_async(both_missed, "both processes missing, one fetching")
+            faulty.release()
+            first_half, second_half = await halves
+            return [*first_half, *second_half]
 
         results = asyncio.run(both())
         metrics = [httpx.get(url + "/metrics").text for url in (first, second)]
-    assert all("snap-alice-dev" in ids(result) for result in results)
+    assert all(ids(result) == {"snap-alice-dev"} for result in results)
     # The processes' background checks (no credential) may add a call: count Alice's.
-    alices = [r for r in upstream.requests if r.headers.get("x-api-key") == "demo-alice-key"]
-    assert len(alices) == 1
+    assert alices() == 1
     assert (
         sum(sample(text, 'snapgraph_upstream_requests_total{outcome="200"}') for text in metrics)
         == 1
@@ -124,18 +154,36 @@ def test_100_concurrent_queries_across_two_processes_make_one_upstream_call(
 def test_a_lease_left_by_a_crashed_process_expires(
     upstream: Upstream, start_gateway, redis_url: str
 ) -> None:
+    import concurrent.futures
+    import threading
+
     from snapgraph.cache import cache_key
     from snapgraph.redis_store import NAMESPACE
     from snapgraph.upstream.models import Credentials
 
     key = cache_key(SECRET.encode(), Credentials(api_key="demo-alice-key"), None)
+    lease = f"{NAMESPACE}:lease:{key}"
     gateway = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
+    # The gateway's own Redis store, watched: `waiting` is set once it has found the lease held.
+    redis_store = gateway.app.state.gateway.store.primary
+    lease_held, waiting = redis_store.lease_held, threading.Event()
+
+    async def watched_lease_held(key: str) -> bool:
+        held: bool = await lease_held(key)
+        if held:
+            waiting.set()
+        return held
+
+    redis_store.lease_held = watched_lease_held
     client = redis_client(redis_url)
-    client.set(f"{NAMESPACE}:lease:{key}", "crashed-holder", px=400)
-    started = time.monotonic()
-    assert "snap-alice-dev" in ids(gateway.query(QUERY, ALICE_KEY))
-    assert time.monotonic() - started >= 0.3  # it waited for the lease, then fetched itself
-    assert len(upstream.requests) == 1
+    client.set(lease, "crashed-holder", px=60_000)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(gateway.query, QUERY, ALICE_KEY)
+        assert waiting.wait(timeout=30), "the gateway never waited on the lease"
+        assert upstream.requests == []  # no fetch while the crashed process's lease stands
+        client.pexpire(lease, 1)  # it expires
+        assert "snap-alice-dev" in ids(answer.result(timeout=30))
+    assert len(upstream.requests) == 1  # then it fetched itself
     client.close()
 
 
@@ -193,8 +241,8 @@ def test_gateway_rides_out_a_redis_restart_and_reconnects(
     assert "snap-bob-db" in ids(gateway.query(QUERY, BOB_KEY))
     assert gateway.http.get("/readyz").json()["cache"] == "degraded"
     with redis_server(port):
-        time.sleep(1.1)  # the fallback window passes
-        assert gateway.http.get("/readyz").json()["cache"] == "redis"
+        # Back on Redis once the fallback window (1 s) is over: polled, never slept through.
+        wait_for(lambda: gateway.http.get("/readyz").json()["cache"] == "redis", "back on Redis")
         gateway.query(QUERY, {"Authorization": "Bearer demo-bob-token"})
         client = redis.Redis(port=port)
         assert len(list(client.scan_iter("snapgraph:list:*"))) == 1  # written to Redis again
@@ -251,13 +299,13 @@ def test_a_stalled_upstream_costs_each_user_one_timeout_not_one_per_replica(
 ) -> None:
     import concurrent.futures
 
-    faulty.respond(200, "[]", delay=3.0)
+    faulty.respond(200, "[]", delay=5.0)
     replicas = [
         start_gateway(
             faulty.url,
             cache_url=redis_url,
             cache_secret=SECRET,
-            upstream_deadline=0.5,
+            upstream_deadline=1.5,
             cache_stale_window=0,
         )
         for _ in range(3)

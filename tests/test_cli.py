@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ALICE_KEY, FaultyUpstream, first_answer, free_port
+from conftest import ALICE_KEY, FaultyUpstream, Lines, first_answer, free_port
 from snapgraph.cli import main
 
 ROOT = Path(__file__).parent.parent
@@ -56,11 +56,11 @@ def test_serve_without_an_upstream_runs_the_demo_end_to_end() -> None:
         text=True,
         env=env,
     )
+    assert process.stderr is not None
+    stderr = Lines(process.stderr)
+    graphiql = f"GraphiQL:  http://127.0.0.1:{port}/graphql"
     try:
-        assert process.stderr is not None
-        hint = "".join(process.stderr.readline() for _ in range(5))
-        assert f"GraphiQL:  http://127.0.0.1:{port}/graphql" in hint
-        assert '"X-API-Key": "demo-alice-key"' in hint
+        stderr.until(lambda text: graphiql in text and '"X-API-Key": "demo-alice-key"' in text)
         url = f"http://127.0.0.1:{port}/graphql"
         query = {"query": "{ snapshots { id name sizeBytes } }"}
         response = first_answer(
@@ -72,8 +72,8 @@ def test_serve_without_an_upstream_runs_the_demo_end_to_end() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+        stderr.join()
+        process.stderr.close()
 
 
 def test_the_reference_upstream_runs_alone() -> None:
@@ -260,3 +260,15 @@ def test_without_redis_py_the_memory_cache_serves_and_a_redis_url_is_one_line() 
     )
     assert served.returncode == 0, served.stderr
     assert served.stdout.strip() == "memory"
+
+
+def test_serve_on_port_0_is_not_taken_for_a_clash_with_the_metrics_port() -> None:
+    from snapgraph import workers
+    from snapgraph.errors import ConfigError
+    from snapgraph.settings import Settings
+
+    workers.check(Settings.from_environ({"SNAPGRAPH_PORT": "0"}))  # the OS picks the port
+    with pytest.raises(ConfigError):
+        workers.check(
+            Settings.from_environ({"SNAPGRAPH_PORT": "9100", "SNAPGRAPH_METRICS_PORT": "9100"})
+        )

@@ -4,6 +4,7 @@ media types, and no traceback in the logs; a genuine bug is still masked and log
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +14,13 @@ from conftest import ALICE_KEY, Gateway, Upstream
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 MEDIA_TYPES = pytest.mark.parametrize(("accept", "status"), [(JSON, 200), (GRAPHQL_RESPONSE, 400)])
+
+
+@pytest.fixture
+def start_gateway(start_in_process_gateway: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """In process: what these tests check is the gateway's answer, not its socket."""
+    return start_in_process_gateway
+
 
 BY_TYPE = "query ($t: SnapshotType) { snapshots(type: $t) { id } }"
 BY_ID = "query ($id: ID!) { snapshot(id: $id) { id } }"

@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import ALICE_KEY, QUERY, Gateway, Upstream, data_of
 from snapgraph.cli import main
+
+
+@pytest.fixture
+def start_gateway(start_in_process_gateway: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """In process: what these tests check is the gateway's answer, not its socket."""
+    return start_in_process_gateway
 
 
 def persisted(document: str) -> dict[str, Any]:

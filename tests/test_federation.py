@@ -18,6 +18,8 @@ VMS_QUERY = "{ virtualMachines { id name snapshots { id name sizeBytes status } 
 
 @pytest.fixture
 def federation(gateway: Gateway) -> Iterator[str]:
+    from conftest import Lines
+
     node = node_or_skip()
     process = subprocess.Popen(
         [node, str(JS / "federation" / "gateway.mjs")],
@@ -25,16 +27,17 @@ def federation(gateway: Gateway) -> Iterator[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None
+    stdout = Lines(process.stdout)  # read with a deadline: a silent gateway fails, never hangs
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
+        line = stdout.first(timeout=60)
         assert line.startswith("READY "), f"federation gateway did not start: {line!r}"
         yield line.split()[1]
     finally:
         process.terminate()
         process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
+        stdout.join()
+        process.stdout.close()
 
 
 def through_router(url: str, headers: dict[str, str]) -> dict:

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-from conftest import ALICE_KEY, FaultyUpstream
+import pytest
+
+from conftest import ALICE_KEY, FaultyUpstream, Gateway
+
+
+@pytest.fixture
+def start_gateway(start_in_process_gateway: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """In process: what these tests check is the gateway's answer, not its socket."""
+    return start_in_process_gateway
 
 
 def _item(snapshot_id: str, **fields: Any) -> dict[str, Any]:

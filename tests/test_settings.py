@@ -139,6 +139,8 @@ def test_a_plain_upstream_url_is_accepted(url: str) -> None:
             True,
         ),
         ("redis://[::1]:6379/0", "node", (("::1", 6379),), None, 0, False),
+        ("redis://[::1]/1", "node", (("::1", 6379),), None, 1, False),
+        ("redis+cluster://a:1, b:2", "cluster", (("a", 1), ("b", 2)), None, 0, False),
     ],
 )
 def test_cache_urls_name_a_node_a_cluster_or_a_sentinel_setup(
@@ -169,6 +171,12 @@ def test_the_password_of_a_cache_url_reaches_redis_unescaped() -> None:
     ("url", "problem"),
     [
         ("redis://cache:abc/0", "host:port"),
+        ("redis://cache:\u00b2", "host:port"),  # a digit to str.isdigit, not to int's users
+        ("redis://cache/\u0663", "database number"),
+        ("redis://::1", "host:port"),  # an IPv6 address needs brackets
+        ("redis://:hunter2@[::1", "host:port"),
+        ("redis://[h]x:1", "host:port"),
+        ("redis://ca che:1", "host:port"),
         ("redis://:hunter2@cache:99999/0", "port from 1 to 65535"),
         ("redis://a:1,b:2/0", "one host"),
         ("redis+sentinel://:hunter2@s1:26379", "service name"),
@@ -186,6 +194,29 @@ def test_a_cache_url_that_cannot_work_is_refused_at_startup_without_its_password
     assert caught.value.setting == "SNAPGRAPH_CACHE_URL"
     assert problem in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("setting", ["SNAPGRAPH_CACHE_SECRET", "SNAPGRAPH_CACHE_URL"])
+def test_the_cache_secret_and_url_are_never_printed_in_an_error(setting: str) -> None:
+    error = ConfigError(setting, "cannot work", "redis://:hunter2@cache.internal/0")
+    assert str(error) == f"{setting} cannot work"
+    # Every other setting shows what it got.
+    other = ConfigError("SNAPGRAPH_CACHE_TTL", "cannot work", "hunter2")
+    assert str(other) == "SNAPGRAPH_CACHE_TTL cannot work (got 'hunter2')"
+
+
+def test_a_refused_cache_url_is_not_printed_even_masked() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ(
+            {
+                "SNAPGRAPH_CACHE_URL": "redis://:hunter2@cache.internal:99999/0",
+                "SNAPGRAPH_CACHE_SECRET": "s",
+            }
+        )
+    assert str(caught.value) == (
+        "SNAPGRAPH_CACHE_URL must be memory:// or a Redis URL: "
+        "each host must be host or host:port, with a port from 1 to 65535"
+    )
 
 
 def test_the_cache_secret_can_come_from_a_file(tmp_path) -> None:

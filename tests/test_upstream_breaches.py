@@ -4,13 +4,21 @@ gateway: no INTERNAL_SERVER_ERROR, no plain-text 500, nothing huge passed on to 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import pytest
 
-from conftest import ALICE_KEY, FaultyUpstream
+from conftest import ALICE_KEY, FaultyUpstream, Gateway
+
+
+@pytest.fixture
+def start_gateway(start_in_process_gateway: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """In process: what these tests check is the gateway's answer, not its socket."""
+    return start_in_process_gateway
+
 
 GOOD = {
     "id": "good",

@@ -5,13 +5,33 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 
 import httpx
 import pytest
 
 from conftest import ALICE_KEY, FaultyUpstream, Gateway, Upstream, free_port
+from snapgraph.serving import serve_in_thread
+
+
+@pytest.fixture
+def start_gateway(start_in_process_gateway: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """In process: what these tests check is the gateway's answer, not its socket."""
+    return start_in_process_gateway
+
 
 SECRET_TOKEN = "Bearer super-secret-token-value"
+
+
+@pytest.fixture
+def elsewhere(servers: ExitStack) -> FaultyUpstream:
+    """Another real server, where the upstream's redirects point: it answers a valid list and
+    records every request, so a gateway that followed one (taking the caller's credentials
+    along) would be seen."""
+    server = FaultyUpstream()
+    server.url = servers.enter_context(serve_in_thread(server.app()))
+    return server
 
 
 def error_of(gateway: Gateway, headers: dict[str, str] | None = None) -> dict:
@@ -39,16 +59,25 @@ def error_of(gateway: Gateway, headers: dict[str, str] | None = None) -> dict:
 def test_upstream_status_maps_to_an_error_code(
     faulty: FaultyUpstream, start_gateway, status: int, code: str
 ) -> None:
-    faulty.respond(
-        status,
-        '{"detail": "internal trace at http://10.1.2.3/db"}',
-        location="http://evil.example/",
-    )
+    faulty.respond(status, '{"detail": "internal trace at http://10.1.2.3/db"}')
     error = error_of(start_gateway(faulty.url))
     assert error["extensions"]["code"] == code
     assert "10.1.2.3" not in error["message"] and "trace" not in error["message"]
-    # A redirect is not followed; a 502/503 is tried twice more (the default retries).
+    # A 502/503 is tried twice more (the default retries).
     assert len(faulty.received) == (3 if status in (502, 503, 504) else 1)
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_redirect_is_never_followed(
+    faulty: FaultyUpstream, elsewhere: FaultyUpstream, start_gateway, status: int
+) -> None:
+    faulty.respond(status, "", location=elsewhere.url + "/v1/snapshots")
+    error = error_of(start_gateway(faulty.url))
+    assert error["extensions"]["code"] == "UPSTREAM_BAD_RESPONSE"
+    assert len(faulty.received) == 1
+    # The server it names answers a valid list: a followed redirect would have been served
+    # from there, and would have handed it the caller's credential.
+    assert elsewhere.received == []
 
 
 def test_rate_limit_carries_retry_after(faulty: FaultyUpstream, start_gateway) -> None:
@@ -118,7 +147,7 @@ def test_upstream_down_is_unavailable(start_gateway) -> None:
 
 
 def test_slow_upstream_times_out_as_unavailable(faulty: FaultyUpstream, start_gateway) -> None:
-    faulty.respond(200, "[]", delay=2.0)
+    faulty.hold()  # never answers (until teardown): only the read timeout can end the wait
     error = error_of(start_gateway(faulty.url, upstream_timeout=0.2))
     assert error["extensions"] == {"code": "UPSTREAM_UNAVAILABLE"}
 
@@ -126,22 +155,23 @@ def test_slow_upstream_times_out_as_unavailable(faulty: FaultyUpstream, start_ga
 def test_exhausted_pool_is_unavailable_not_a_hang(faulty: FaultyUpstream, start_gateway) -> None:
     import concurrent.futures
 
-    faulty.respond(200, "[]", delay=2.0)
+    faulty.hold()  # the first request keeps the only connection until the others gave up
     gateway = start_gateway(
         faulty.url, upstream_max_connections=1, upstream_pool_timeout=0.1, cache_ttl=0
     )
-    users = [{"X-API-Key": f"key-{n}"} for n in range(3)]
+
+    def code(n: int) -> str:
+        result = gateway.post("{ snapshots { id } }", {"X-API-Key": f"key-{n}"}).json()
+        return str(result["errors"][0]["extensions"]["code"]) if "errors" in result else "ok"
+
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        results = list(
-            pool.map(
-                lambda h: httpx.post(
-                    gateway.url + "/graphql", headers=h, json={"query": "{ snapshots { id } }"}
-                ).json(),
-                users,
-            )
-        )
-    codes = sorted(r["errors"][0]["extensions"]["code"] if "errors" in r else "ok" for r in results)
-    assert codes == ["UPSTREAM_UNAVAILABLE", "UPSTREAM_UNAVAILABLE", "ok"]
+        calls = [pool.submit(code, n) for n in range(3)]
+        done = concurrent.futures.as_completed(calls, timeout=30)
+        early = [next(done).result(), next(done).result()]
+        faulty.release()
+        assert early == ["UPSTREAM_UNAVAILABLE"] * 2
+        assert next(done).result() == "ok"
+    assert len(faulty.received) == 1  # the two others never got a connection
 
 
 def test_set_cookie_from_upstream_is_never_replayed_to_another_caller(
@@ -278,8 +308,6 @@ def test_a_dripping_upstream_is_cut_off_at_the_deadline(start_gateway, servers) 
     from starlette.applications import Starlette
     from starlette.responses import StreamingResponse
     from starlette.routing import Route
-
-    from snapgraph.serving import serve_in_thread
 
     async def drip(request: object) -> StreamingResponse:
         async def body():  # headers at once, then a byte every 0.2 s, never done

@@ -14,8 +14,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conftest import ALICE_KEY, Gateway
+from conftest import ALICE_KEY, Clock, Gateway
 from snapgraph.serving import serve_in_thread
+
+
+@pytest.fixture
+def start_gateway(start_in_process_gateway: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """In process: what these tests check is the gateway's answer, not its socket."""
+    return start_in_process_gateway
+
 
 QUERY = "{ snapshots { id } }"
 ITEM = (
@@ -77,7 +84,7 @@ def test_retry_after_is_honoured_but_never_past_the_deadline(
 
 
 def test_the_breaker_fails_fast_while_down_then_lets_a_probe_through(
-    scripted: ScriptedUpstream, start_gateway: Callable[..., Gateway]
+    scripted: ScriptedUpstream, start_gateway: Callable[..., Gateway], clock: Clock
 ) -> None:
     scripted.script = [(503, {})]
     gateway = start_gateway(
@@ -85,7 +92,7 @@ def test_the_breaker_fails_fast_while_down_then_lets_a_probe_through(
         cache_ttl=0,
         upstream_retries=0,
         upstream_breaker_failures=3,
-        upstream_breaker_reset=0.5,
+        upstream_breaker_reset=30,
     )
     assert [code_of(gateway) for _ in range(3)] == ["UPSTREAM_UNAVAILABLE"] * 3
     assert scripted.calls == 3
@@ -94,7 +101,9 @@ def test_the_breaker_fails_fast_while_down_then_lets_a_probe_through(
     assert scripted.calls == 3  # open: nobody waited on the upstream
     ready: dict[str, Any] = gateway.http.get("/readyz").json()
     assert ready["status"] == "ready"  # the replica still serves (stale answers, errors)
-    time.sleep(0.6)
+    clock.advance(29)
+    assert code_of(gateway) == "UPSTREAM_UNAVAILABLE" and scripted.calls == 3  # still open
+    clock.advance(1)
     scripted.script = [(200, {})]
     assert code_of(gateway) == "ok"  # the probe
     assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "closed"
@@ -119,12 +128,13 @@ def test_the_breaker_counts_fetches_not_attempts(
     assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "open"
 
 
-def test_a_probe_without_a_verdict_lets_the_next_one_through() -> None:
+def test_a_probe_without_a_verdict_lets_the_next_one_through(clock: Clock) -> None:
     from snapgraph.upstream.resilience import CircuitBreaker
 
-    breaker = CircuitBreaker(failures=1, reset_seconds=0.01)
+    breaker = CircuitBreaker(failures=1, reset_seconds=5)
     breaker.record(ok=False)
-    time.sleep(0.02)
+    assert not breaker.allow()
+    clock.advance(5)
     assert breaker.allow() and not breaker.allow()  # one probe at a time
     breaker.release()  # e.g. the probe was cancelled
     assert breaker.allow()

@@ -3,14 +3,21 @@ the stored text is the one verified before, do not parse or verify it again eith
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import snapgraph.upstream.models as models
 import snapgraph.upstream.source as source
-from conftest import ALICE_KEY, QUERY, Upstream, data_of
+from conftest import ALICE_KEY, QUERY, Gateway, Upstream, data_of
 from snapgraph.cache import CachedList
+
+
+@pytest.fixture
+def start_gateway(start_in_process_gateway: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """In process: what these tests check is the gateway's answer, not its socket."""
+    return start_in_process_gateway
 
 
 @pytest.fixture
