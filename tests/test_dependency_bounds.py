@@ -140,5 +140,5 @@ def _run(command: list[str], environ: dict[str, str], timeout: float = 60) -> No
         text=True,
         timeout=timeout,
     )
-    tail = "\n".join(done.stdout.splitlines()[-80:])
-    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{tail}"
+    code, tail = done.returncode, "\n".join(done.stdout.splitlines()[-80:])
+    assert code == 0, f"{Path(command[0]).name} {' '.join(command[1:3])} ... exited {code}:\n{tail}"
