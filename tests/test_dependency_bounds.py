@@ -20,8 +20,9 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["
 LOCK = ROOT / "requirements" / "dev.lock"
 # Run against the lowest versions: every direct dependency (and ruff's rules) is exercised by
 # at least one of these, including each test that once caught a bound too low (test_limits,
-# test_compiled_plans, test_cli's schema check, test_workers, test_manifests). About a minute
-# and a half on two cores; the whole suite runs against the lock in `make test`.
+# test_compiled_plans, test_cli's schema check, test_workers, test_manifests, and test_tracing
+# after the async tests). About a minute and a half on two cores; the whole suite runs against
+# the lock in `make test`.
 LOWEST_TESTS = (
     "tests/test_snapshots_query.py",
     "tests/test_snapshots_connection.py",
