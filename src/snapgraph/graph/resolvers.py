@@ -27,6 +27,13 @@ def upstream_type(value: SnapshotType | None) -> str | None:
     return UPSTREAM_TYPE[value] if value is not None else None
 
 
+# The `type` argument of `snapshots` and `snapshotsConnection`: one definition, one meaning.
+TypeArgument = Annotated[
+    SnapshotType | None,
+    strawberry.argument(description="USER: only the caller's own; SYSTEM: only public ones."),
+]
+
+
 @strawberry.type(description="Read access to the caller's VM snapshots.")
 class Query:
     @strawberry.field(
@@ -37,12 +44,7 @@ class Query:
     async def snapshots(
         self,
         info: Info,
-        type: Annotated[
-            SnapshotType | None,
-            strawberry.argument(
-                description="USER: only the caller's own; SYSTEM: only public ones."
-            ),
-        ] = None,
+        type: TypeArgument = None,
     ) -> Reported[list[Snapshot]]:
         answer = await info.context.snapshots.snapshots(upstream_type(type))
         info.context.budget.charge(len(answer.rows) * selected_leaves(info))
@@ -74,12 +76,7 @@ class Query:
     async def snapshots_connection(
         self,
         info: Info,
-        type: Annotated[
-            SnapshotType | None,
-            strawberry.argument(
-                description="USER: only the caller's own; SYSTEM: only public ones."
-            ),
-        ] = None,
+        type: TypeArgument = None,
         first: Annotated[
             int | None,
             strawberry.argument(
