@@ -26,7 +26,22 @@ ALICE_KEY = {"X-API-Key": "demo-alice-key"}
 ALICE_BEARER = {"Authorization": "Bearer demo-alice-token"}
 BOB_KEY = {"X-API-Key": "demo-bob-key"}
 QUERY = "{ snapshots { id } }"
-REDIS_URL = os.environ.get("SNAPGRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+FIRST_REDIS_URL = os.environ.get("SNAPGRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_database_below(url: str, count: int) -> str:
+    """`url` with its database number lowered by `count`."""
+    base, _, database = url.rpartition("/")
+    return f"{base}/{int(database) - count}"
+
+
+# The test Redis database: 15, or one per pytest-xdist worker (gw0: 15, gw1: 14, ...), because
+# the `redis_url` fixture empties it for each test.
+REDIS_URL = redis_database_below(
+    FIRST_REDIS_URL, int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+)
 
 
 class Upstream:

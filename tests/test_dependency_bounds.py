@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from conftest import ROOT
+from conftest import FIRST_REDIS_URL, ROOT, redis_database_below
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 LOCK = ROOT / "requirements" / "dev.lock"
@@ -75,7 +75,10 @@ def test_the_lowest_direct_versions_pass_the_tests_that_cover_them(tmp_path: Pat
     uv = _uv(tmp_path)
     venv = tmp_path / "lowest"
     python = str(venv / "bin" / "python")
-    environ = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    unset = ("VIRTUAL_ENV", "PYTHONPATH", "PYTEST_XDIST_WORKER")
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
+    # Redis databases of its own, below those of this run's four workers.
+    environ["SNAPGRAPH_TEST_REDIS_URL"] = redis_database_below(FIRST_REDIS_URL, 4)
     _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], environ, timeout=120)
     install = ["pip", "install", "--quiet", "--python", python, "--resolution", "lowest-direct"]
     _run([uv, *install, "--editable", f"{ROOT}[test]"], environ, timeout=600)

@@ -64,7 +64,6 @@ class ConfigError(SnapgraphError):
 
     def __init__(self, setting: str, problem: str, value: object) -> None:
         self.setting = setting
-        self.problem = problem
         shown = "" if value is None or setting in _UNPRINTED_SETTINGS else f" (got {value!r})"
         super().__init__(f"{setting} {problem}{shown}")
 
