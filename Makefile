@@ -1,7 +1,7 @@
 # Two commands a newcomer needs: `make serve` and `make test`. Each installs what it needs:
 # Python packages into .venv, npm packages into js/node_modules (pinned by js/package-lock.json).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 VENDOR := src/snapgraph/web/static/vendor
 # The explorer's browser bundles; every wheel and sdist needs them (hatch_build.py checks).

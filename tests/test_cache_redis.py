@@ -22,6 +22,7 @@ from conftest import (
     ALICE_KEY,
     BOB_KEY,
     QUERY,
+    Clock,
     FaultyUpstream,
     Upstream,
     data_of,
@@ -315,3 +316,51 @@ def test_a_stalled_upstream_costs_each_user_one_timeout_not_one_per_replica(
     assert [r["errors"][0]["extensions"]["code"] for r in results] == ["UPSTREAM_UNAVAILABLE"] * 3
     # One replica fetched and timed out; the others took its failure instead of trying again.
     assert len(faulty.received) == 1
+
+
+async def test_a_failure_is_shared_even_when_the_holders_clock_is_behind(
+    redis_url: str, clock: Clock
+) -> None:
+    """Two replicas on one Redis: the waiter must take the holder's failure note as new
+    however their wall clocks disagree (here the holder's runs 10 s behind)."""
+    from snapgraph.cache import SnapshotCache
+    from snapgraph.errors import UpstreamUnavailable
+    from snapgraph.redis_store import RedisStore
+
+    calls, fetching, release = 0, asyncio.Event(), asyncio.Event()
+
+    async def failing_fetch() -> tuple[list, list]:
+        nonlocal calls
+        calls += 1
+        fetching.set()
+        await release.wait()  # held: the test decides when the upstream fails
+        raise UpstreamUnavailable()
+
+    stores = [RedisStore.from_url(redis_url) for _ in range(2)]
+    holder, waiter = (
+        SnapshotCache(store, secret=SECRET.encode(), ttl=30, stale_window=0, lease_seconds=30)
+        for store in stores
+    )
+    # The waiter's store, watched: `waiting` is set once it has found the holder's lease held.
+    lease_held, waiting = stores[1].lease_held, asyncio.Event()
+
+    async def watched_lease_held(key: str) -> bool:
+        held: bool = await lease_held(key)
+        if held:
+            waiting.set()
+        return held
+
+    stores[1].lease_held = watched_lease_held
+    try:
+        first = asyncio.ensure_future(holder.load("list:{a}", failing_fetch, list_type=None))
+        await asyncio.wait_for(fetching.wait(), 30)  # the holder has the lease
+        second = asyncio.ensure_future(waiter.load("list:{a}", failing_fetch, list_type=None))
+        await asyncio.wait_for(waiting.wait(), 30)
+        clock.advance(-10)  # the holder's note is stamped by a clock 10 s behind the waiter's
+        release.set()
+        results = await asyncio.gather(first, second, return_exceptions=True)
+    finally:
+        for store in stores:
+            await store.close()
+    assert [type(result) for result in results] == [UpstreamUnavailable] * 2
+    assert calls == 1  # the waiter shared the failure instead of paying another timeout

@@ -18,8 +18,8 @@ from conftest import FIRST_REDIS_URL, ROOT, redis_database_below
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 LOCK = ROOT / "requirements" / "dev.lock"
-# Run against the lowest versions: every direct dependency (and ruff's rules) is exercised by
-# at least one of these, including each test that once caught a bound too low (test_limits,
+# Run against the lowest versions (after ruff and mypy): every direct dependency is exercised
+# by at least one of these, including each test that once caught a bound too low (test_limits,
 # test_compiled_plans, test_cli's schema check, test_workers, test_manifests, and test_tracing
 # after the async tests). About a minute and a half on two cores; the whole suite runs against
 # the lock in `make test`.
@@ -82,8 +82,10 @@ def test_the_lowest_direct_versions_pass_the_tests_that_cover_them(tmp_path: Pat
     _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], environ, timeout=120)
     install = ["pip", "install", "--quiet", "--python", python, "--resolution", "lowest-direct"]
     _run([uv, *install, "--editable", f"{ROOT}[test]"], environ, timeout=600)
-    # ruff's lowest version against the code as `make test` lints it.
+    # ruff's and mypy's lowest versions against the code as `make test` checks it, and the
+    # code's types against those of its dependencies' lowest versions.
     _run([str(venv / "bin" / "ruff"), "check", "--no-cache", "src", "tests", "benchmarks"], environ)
+    _run([str(venv / "bin" / "mypy"), "--no-incremental"], environ, timeout=300)
     deselected = [f"--deselect={test}" for test in LOWEST_DESELECTED]
     pytest_args = ["-p", "no:cacheprovider", "-q", "--tb=short", "--timeout=120"]
     _run([python, "-m", "pytest", *pytest_args, *deselected, *LOWEST_TESTS], environ, timeout=480)

@@ -229,7 +229,8 @@ class SnapshotCache:
         self, key: str, fetch: Fetch, list_type: str | None, previous: CachedList | None
     ) -> CachedList:
         token = secrets.token_hex(16)
-        since = time.time()
+        # The failure note already there is an older fetch's: any other is news to us.
+        seen = await self._failure_note(key)
         give_up_at = time.monotonic() + 2 * self.lease_seconds
         while time.monotonic() < give_up_at:
             if await self.store.acquire_lease(key, token, self.lease_seconds):
@@ -241,12 +242,12 @@ class SnapshotCache:
                         self._counted["shared"].inc()
                         return stored
                     # Or its fetch failed while we were on our way: share that outcome too.
-                    if await self._failed_since(key, since):
+                    if await self._failed_since(key, seen):
                         return self._stale_or_raise(previous, UpstreamUnavailable())
                     return await self._fetch_and_store(key, fetch, list_type, previous)
                 finally:
                     await self.store.release_lease(key, token)
-            landed = await self._wait_for_other_process(key, previous)
+            landed = await self._wait_for_other_process(key, previous, seen)
             if isinstance(landed, CachedList):
                 self._counted["shared"].inc()
                 return landed
@@ -257,19 +258,19 @@ class SnapshotCache:
         return await self._fetch_and_store(key, fetch, list_type, previous)
 
     async def _wait_for_other_process(
-        self, key: str, previous: CachedList | None
+        self, key: str, previous: CachedList | None, seen: str | None
     ) -> CachedList | object | None:
         """Poll until another process stores a new entry (returned), reports that its fetch
-        failed (`_FAILED_ELSEWHERE`), or drops its lease without either (None). Never longer
-        than a lease lasts: a lease written without an expiry must not block anyone."""
-        since = time.time()
+        failed (`_FAILED_ELSEWHERE`: a note other than `seen`), or drops its lease without
+        either (None). Never longer than a lease lasts: a lease written without an expiry
+        must not block anyone."""
         until = time.monotonic() + self.lease_seconds
         while time.monotonic() < until:
             await asyncio.sleep(_POLL_SECONDS)
             entry = await self._read(key)
             if entry is not None and (previous is None or entry.fetch_id != previous.fetch_id):
                 return entry
-            if await self._failed_since(key, since):
+            if await self._failed_since(key, seen):
                 return _FAILED_ELSEWHERE
             if not await self.store.lease_held(key):
                 return None
@@ -297,25 +298,32 @@ class SnapshotCache:
 
     async def _note_failure(self, key: str) -> None:
         """Tell processes waiting on our lease that the upstream failed (signed, short-lived).
+        The note is a random id, not a time: replicas' wall clocks disagree by seconds, so a
+        waiter comparing times would ignore a fresh failure or take an old one as new; it
+        only asks whether the note differs from the one it saw when it began.
         In-process waiters share our flight instead: a memory store needs no note."""
         if self.store.state() == "memory":
             return
-        stamp = repr(time.time())
-        await self.store.set(_FAILURE + key, f"{self._sign(_FAILURE + key, stamp)}.{stamp}", 2.0)
+        note = secrets.token_hex(16)
+        await self.store.set(_FAILURE + key, f"{self._sign(_FAILURE + key, note)}.{note}", 2.0)
 
-    async def _failed_since(self, key: str, since: float) -> bool:
+    async def _failure_note(self, key: str) -> str | None:
+        """The id of the validly signed failure note on `key`, if there is one."""
         if self.store.state() == "memory":
-            return False  # notes are only written to a shared store
+            return None  # notes are only written to a shared store
         stored = await self.store.get(_FAILURE + key)
         if stored is None:
-            return False
-        signature, _, stamp = stored.partition(".")
-        if not hmac.compare_digest(signature, self._sign(_FAILURE + key, stamp)):
-            return False
-        try:
-            return float(stamp) >= since
-        except ValueError:
-            return False
+            return None
+        signature, _, note = stored.partition(".")
+        if not hmac.compare_digest(signature, self._sign(_FAILURE + key, note)):
+            return None  # forged (or another secret's): no failure to share
+        return note
+
+    async def _failed_since(self, key: str, seen: str | None) -> bool:
+        """Whether a fetch failed after `seen` (the note there when our refresh began) was
+        read: a note is written per failure, so a different one is a later failure."""
+        note = await self._failure_note(key)
+        return note is not None and note != seen
 
 
 class _Counted(Protocol):

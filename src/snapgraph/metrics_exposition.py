@@ -35,6 +35,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from snapgraph.errors import ConfigError
 
@@ -60,7 +61,7 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
     return registry
 
 
-class _LiveWorkersCollector:
+class _LiveWorkersCollector(Collector):
     """MultiProcessCollector, after forgetting the live gauges of workers that are gone."""
 
     def __init__(self, directory: str) -> None:

@@ -171,8 +171,10 @@ def tracing_from_environ(environ: Mapping[str, str]) -> Tracing:
     exporters = (named or {"otlp"}) & set(_EXPORTERS)
     if named - set(_EXPORTERS):
         logger.warning("OTEL_TRACES_EXPORTER: only otlp and console are supported")
-    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
     )
     if "otlp" in exporters and protocol.strip() != "http/protobuf":
         # Spans sent as HTTP to a gRPC port would be lost without a word: say so, send none.
