@@ -14,10 +14,16 @@ if [ ! -f js/node_modules/.installed ] || [ js/package-lock.json -nt js/node_mod
 fi
 vendor=src/snapgraph/web/static/vendor
 mkdir -p "$vendor"
-cp js/node_modules/react/umd/react.production.min.js "$vendor/react.js"
-cp js/node_modules/react-dom/umd/react-dom.production.min.js "$vendor/react-dom.js"
-cp js/node_modules/graphiql/graphiql.min.js "$vendor/graphiql.js"
-cp js/node_modules/graphiql/graphiql.min.css "$vendor/graphiql.css"
+# Each bundle replaced whole (a rename), and only when it differs: a build or a server
+# reading it meanwhile never sees half a file.
+vendor_copy() {
+  cmp -s "$1" "$2" && return
+  cp "$1" "$2.tmp.$$" && mv -f "$2.tmp.$$" "$2"
+}
+vendor_copy js/node_modules/react/umd/react.production.min.js "$vendor/react.js"
+vendor_copy js/node_modules/react-dom/umd/react-dom.production.min.js "$vendor/react-dom.js"
+vendor_copy js/node_modules/graphiql/graphiql.min.js "$vendor/graphiql.js"
+vendor_copy js/node_modules/graphiql/graphiql.min.css "$vendor/graphiql.css"
 
 # The build itself refuses to run without the bundles (hatch_build.py).
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$out" .

@@ -4,13 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
-trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Only a server this script started: `kill 0` would signal its whole process group.
+trap 'if [ -n "${server:-}" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
 wheel=$(deploy/build.sh "$work/dist" | tail -n 1)
 "${PYTHON:-python3}" -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet "$wheel"
 
-port=$("$work/venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# SMOKE_PORT: a port the caller keeps for it (the tests' own, which no other server takes).
+port=${SMOKE_PORT:-$("$work/venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 "$work/venv/bin/snapgraph" serve --port "$port" --log-level warning &
 server=$!
 for _ in $(seq 100); do

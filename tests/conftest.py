@@ -17,6 +17,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from ports import free_port  # noqa: F401  (the tests import it from here)
 from snapgraph import Settings, create_app
 from snapgraph.reference.app import create_reference_app
 from snapgraph.reference.data import Dataset
@@ -34,7 +35,9 @@ FIRST_REDIS_URL = os.environ.get("SNAPGRAPH_TEST_REDIS_URL", "redis://127.0.0.1:
 def redis_database_below(url: str, count: int) -> str:
     """`url` with its database number lowered by `count`."""
     base, _, database = url.rpartition("/")
-    return f"{base}/{int(database) - count}"
+    lowered = int(database) - count
+    assert lowered >= 0, f"{url}: not enough Redis databases below it for every worker"
+    return f"{base}/{lowered}"
 
 
 # The test Redis database: 15, or one per pytest-xdist worker (gw0: 15, gw1: 14, ...), because
@@ -226,6 +229,19 @@ class _Time:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return Clock(monkeypatch)
+
+
+@pytest.fixture
+def one_heavy_test_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """For a test that loads both cores for a minute (the fleet, the lowest-versions run):
+    it waits until no other such test runs, in any pytest-xdist worker (a lock on a file in
+    the directory their temporary directories share), so their time windows are not squeezed
+    by each other. (xdist's own grouping, --dist loadgroup, groups nothing on pytest 9.2.)"""
+    import fcntl
+
+    with open(tmp_path_factory.getbasetemp().parent / "heavy.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
@@ -454,15 +470,6 @@ def sample(metrics: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (for a server about to start, or a dead upstream)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def first_answer(send: Callable[[], httpx.Response], process: Any = None) -> httpx.Response:

@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ports import free_port
 from redis_servers import Cluster, redis_cluster, wait_until
 
 ROOT = Path(__file__).parent.parent
@@ -228,11 +229,11 @@ def run(directory: Path) -> Report:
     log = directory / "upstream-calls.log"
     secret_file = directory / "cache-secret"
     secret_file.write_text("fleet-test-secret\n")
-    upstream_port, balancer_port = _free_port(), _free_port()
+    upstream_port, balancer_port = free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}"
     with redis_cluster(directory / "cluster") as cluster:
         upstream = _start_upstream(upstream_port, log)
-        ports = [_free_port() for _ in range(3)]
+        ports = [free_port() for _ in range(3)]
         replicas = [_start_replica(p, upstream_url, cluster, secret_file) for p in ports]
         balancer = _start_haproxy(directory, balancer_port, ports)
         try:
@@ -302,14 +303,6 @@ def _port_of(process: subprocess.Popen[bytes]) -> int:
 
 async def _at(started: float, second: float) -> None:
     await asyncio.sleep(max(0.0, started + second - time.monotonic()))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _report(outcomes: list[Outcome], faults: dict[str, float], log: Path) -> Report:

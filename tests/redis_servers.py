@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,8 @@ from pathlib import Path
 import pytest
 import redis
 from redis.crc import key_slot
+
+from ports import free_port
 
 SERVICE = "snapgraph"
 
@@ -59,26 +60,6 @@ def _quietly(check: Callable[[], bool]) -> bool:
         return False
 
 
-def free_port_pair() -> int:
-    """A port p with p and p + 10000 free (Redis Cluster's bus listens on the second)."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + 10000 < 65536 and _free(port + 10000):
-            return port
-    raise RuntimeError("no free pair of ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @dataclass
 class RedisServer:
     port: int
@@ -103,8 +84,14 @@ def _start(binary: str, directory: Path, port: int, *args: str) -> RedisServer:
         stderr=subprocess.DEVNULL,
     )
     server = RedisServer(port, process)
-    wait_until(lambda: bool(server.client().ping()), f"{binary} on port {port}")
+    wait_until(lambda: _answers(server), f"{binary} on port {port}")
     return server
+
+
+def _answers(server: RedisServer) -> bool:
+    # A server that exited (its port taken) must not pass for whatever else answers there.
+    assert server.alive(), f"redis on port {server.port} exited with {server.process.poll()}"
+    return bool(server.client().ping())
 
 
 def _stop(servers: list[RedisServer]) -> None:
@@ -175,7 +162,7 @@ def redis_cluster(directory: Path, masters: int = 3) -> Iterator[Cluster]:
     servers: list[RedisServer] = []
     try:
         for index in range(2 * masters):
-            port = free_port_pair()
+            port = free_port(with_bus=True)
             servers.append(
                 _start(
                     "redis-server",
@@ -249,12 +236,12 @@ def redis_sentinel(directory: Path) -> Iterator[SentinelSetup]:
     binaries_or_skip()
     servers: list[RedisServer] = []
     try:
-        master = _start("redis-server", directory / "master", free_port_pair(), *_NODE)
+        master = _start("redis-server", directory / "master", free_port(), *_NODE)
         servers.append(master)
         replica = _start(
             "redis-server",
             directory / "replica",
-            free_port_pair(),
+            free_port(),
             "--replicaof",
             "127.0.0.1",
             str(master.port),
@@ -271,7 +258,7 @@ def redis_sentinel(directory: Path) -> Iterator[SentinelSetup]:
                 f"sentinel failover-timeout {SERVICE} 5000\n"
             )
             sentinel = _start(
-                "redis-sentinel", directory / f"sentinel-{index}", free_port_pair(), str(config)
+                "redis-sentinel", directory / f"sentinel-{index}", free_port(), str(config)
             )
             sentinels.append(sentinel)
             servers.append(sentinel)
@@ -301,7 +288,7 @@ def redis_sentinel(directory: Path) -> Iterator[SentinelSetup]:
 def redis_node(directory: Path) -> Iterator[RedisServer]:
     """One plain Redis server."""
     binaries_or_skip()
-    server = _start("redis-server", directory, free_port_pair(), *_NODE)
+    server = _start("redis-server", directory, free_port(), *_NODE)
     try:
         yield server
     finally:

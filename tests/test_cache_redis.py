@@ -15,7 +15,6 @@ from contextlib import contextmanager
 import httpx
 import pytest
 import redis
-from redis_servers import binaries_or_skip
 
 from conftest import (
     ALICE_BEARER,
@@ -34,6 +33,7 @@ from conftest import (
     wait_for,
     wait_for_async,
 )
+from redis_servers import binaries_or_skip
 
 pytestmark = pytest.mark.redis
 SECRET = "test-cache-secret"
@@ -215,6 +215,7 @@ def redis_server(port: int) -> Iterator[subprocess.Popen]:
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 10
     while True:
+        assert process.poll() is None, f"redis-server on port {port} exited"
         try:
             client.ping()
             break

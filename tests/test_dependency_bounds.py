@@ -14,6 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+import ports
 from conftest import FIRST_REDIS_URL, ROOT, redis_database_below
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
@@ -71,14 +72,17 @@ def test_the_lock_satisfies_pyproject() -> None:
 @pytest.mark.redis
 @pytest.mark.node
 @pytest.mark.timeout(900)
+@pytest.mark.usefixtures("one_heavy_test_at_a_time")
 def test_the_lowest_direct_versions_pass_the_tests_that_cover_them(tmp_path: Path) -> None:
     uv = _uv(tmp_path)
     venv = tmp_path / "lowest"
     python = str(venv / "bin" / "python")
     unset = ("VIRTUAL_ENV", "PYTHONPATH", "PYTEST_XDIST_WORKER")
     environ = {k: v for k, v in os.environ.items() if k not in unset}
-    # Redis databases of its own, below those of this run's four workers.
-    environ["SNAPGRAPH_TEST_REDIS_URL"] = redis_database_below(FIRST_REDIS_URL, 4)
+    # Redis databases and loopback ports of its own, after those of this run's workers.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    environ["SNAPGRAPH_TEST_REDIS_URL"] = redis_database_below(FIRST_REDIS_URL, workers)
+    environ[ports.SHIFT_ENV] = str(workers)
     environ["UV_PYTHON_DOWNLOADS"] = "never"  # an interpreter of this machine, or a clear failure
     _run([uv, "venv", "--quiet", "--python", _lowest_python(), str(venv)], environ, timeout=120)
     install = ["pip", "install", "--quiet", "--python", python, "--resolution", "lowest-direct"]
@@ -86,7 +90,8 @@ def test_the_lowest_direct_versions_pass_the_tests_that_cover_them(tmp_path: Pat
     # ruff's and mypy's lowest versions against the code as `make test` checks it, and the
     # code's types against those of its dependencies' lowest versions.
     _run([str(venv / "bin" / "ruff"), "check", "--no-cache", "src", "tests", "benchmarks"], environ)
-    _run([str(venv / "bin" / "mypy"), "--no-incremental"], environ, timeout=300)
+    mypy = [str(venv / "bin" / "mypy"), "--no-incremental", "--cache-dir", str(tmp_path / "mypy")]
+    _run(mypy, environ, timeout=300)
     deselected = [f"--deselect={test}" for test in LOWEST_DESELECTED]
     pytest_args = ["-p", "no:cacheprovider", "-q", "--tb=short", "--timeout=120"]
     _run([python, "-m", "pytest", *pytest_args, *deselected, *LOWEST_TESTS], environ, timeout=480)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, chromium_or_skip, node_or_skip
+from conftest import ROOT, chromium_or_skip, free_port, node_or_skip
 from snapgraph.web import graphiql
 
 
@@ -35,11 +35,13 @@ def test_the_image_steps_build_a_wheel_that_serves_its_explorer_offline(tmp_path
         text=True,
         timeout=600,
         check=False,
+        start_new_session=True,  # its signals stay among its own processes
         env={
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(tmp_path),
             "PYTHON": sys.executable,
             "SMOKE_BROWSER": "1",
+            "SMOKE_PORT": str(free_port()),
         },
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]

@@ -10,7 +10,7 @@ from pathlib import Path
 import fleet
 import pytest
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("one_heavy_test_at_a_time")]
 
 
 def test_the_fleet_rides_out_a_replica_kill_a_redis_failover_and_an_upstream_outage(

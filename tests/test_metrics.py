@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from test_workers import serve_workers, time_limit, wait_for_workers, worker_counts
+from test_workers import serve_workers, wait_for_workers, worker_counts
 
 from conftest import (
     ALICE_BEARER,
@@ -346,13 +346,14 @@ def test_a_dead_workers_gauges_go_and_its_counts_stay(tmp_path: Path) -> None:
     assert not any(path.name.startswith("gauge_live") for path in tmp_path.iterdir())
 
 
+@pytest.mark.timeout(120)  # each wait has its deadline; this is the backstop
 @pytest.mark.parametrize("own_port", [False, True], ids=["main-port", "metrics-port"])
 def test_every_scrape_counts_the_requests_of_every_worker(tmp_path: Path, own_port: bool) -> None:
     port, metrics_port = free_port(), free_port()
     flags = [f"--port={port}", *([f"--metrics-port={metrics_port}"] if own_port else [])]
     url = f"http://127.0.0.1:{port}"
     metrics_url = f"http://127.0.0.1:{metrics_port if own_port else port}/metrics"
-    with time_limit(120), serve_workers(tmp_path, *flags) as process:
+    with serve_workers(tmp_path, *flags) as process:
         wait_for_workers(metrics_url, process, 2)
 
         def send(_: int) -> httpx.Response:  # a fresh connection each: workers take turns

@@ -28,8 +28,8 @@ OUTSIDE_PATHS = ("../" + "shared", "shared" + "/upstream")
 # What a fresh clone does not have: git's own files, installs, caches, build output, and the
 # explorer's bundles (git-ignored: `make assets` copies them).
 NOT_IN_A_CLONE = (
-    ".git", ".venv", "node_modules", "vendor", "dist", "build", "artifacts", "*.egg-info",
-    ".*_cache", ".hypothesis", "__pycache__", ".stamp-*",
+    ".git", ".venv", ".venv-*", "mutants", "node_modules", "vendor", "dist", "build", "artifacts",
+    "*.egg-info", ".*_cache", ".hypothesis", "__pycache__", ".stamp-*",
 )  # fmt: skip
 VENDOR = "snapgraph/web/static/vendor/"
 

@@ -15,14 +15,6 @@ from pathlib import Path
 
 import pytest
 from redis.crc import key_slot
-from redis_servers import (
-    Cluster,
-    SentinelSetup,
-    redis_cluster,
-    redis_node,
-    redis_sentinel,
-    wait_until,
-)
 
 from conftest import (
     ALICE_BEARER,
@@ -33,6 +25,14 @@ from conftest import (
     data_of,
     ids,
     run_concurrently,
+)
+from redis_servers import (
+    Cluster,
+    SentinelSetup,
+    redis_cluster,
+    redis_node,
+    redis_sentinel,
+    wait_until,
 )
 
 pytestmark = pytest.mark.redis
