@@ -7,6 +7,8 @@ import asyncio
 import os
 import queue
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -470,6 +472,25 @@ def sample(metrics: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def clean_environ(**settings: str) -> dict[str, str]:
+    """This process's environment without its SNAPGRAPH_* variables, plus `settings`."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}
+    return {**inherited, **settings}
+
+
+def run_snapgraph(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`python -m snapgraph ARGS` run to its end (60 s at most), its output captured, with no
+    SNAPGRAPH_* variable but `settings` (a developer's own must not change what a test sees)."""
+    return subprocess.run(
+        [sys.executable, "-m", "snapgraph", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_environ(**settings),
+    )
 
 
 def first_answer(send: Callable[[], httpx.Response], process: Any = None) -> httpx.Response:

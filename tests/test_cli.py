@@ -8,7 +8,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ALICE_KEY, FaultyUpstream, Lines, first_answer, free_port
+from conftest import (
+    ALICE_KEY,
+    FaultyUpstream,
+    Lines,
+    clean_environ,
+    first_answer,
+    free_port,
+    run_snapgraph,
+)
 from snapgraph.cli import main
 
 ROOT = Path(__file__).parent.parent
@@ -27,13 +35,7 @@ def test_schema_check_fails_on_drift(tmp_path: Path) -> None:
 
 
 def test_a_bad_setting_prints_one_line_and_exits_2() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "snapgraph", "serve", "--port", "eighty"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = run_snapgraph("serve", "--port", "eighty")
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
         "snapgraph: SNAPGRAPH_PORT must be a whole number (got 'eighty')"
@@ -96,14 +98,7 @@ def test_the_reference_upstream_runs_alone() -> None:
 
 
 def test_an_upstream_url_with_a_password_exits_2_without_printing_it() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "snapgraph", "serve", "--upstream-url", "http://svc:hunter2@up"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean_environ(),
-    )
+    completed = run_snapgraph("serve", "--upstream-url", "http://svc:hunter2@up")
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
         "snapgraph: SNAPGRAPH_UPSTREAM_URL must not carry user:password@ "
@@ -121,7 +116,7 @@ def test_upstream_headers_never_reach_the_logs_even_at_debug(
         process = subprocess.Popen(
             [sys.executable, "-m", "snapgraph", "serve", f"--port={port}", "--log-level=debug"],
             stderr=stderr,
-            env={**clean_environ(), "SNAPGRAPH_UPSTREAM_URL": faulty.url},
+            env=clean_environ(SNAPGRAPH_UPSTREAM_URL=faulty.url),
         )
         try:
             url = f"http://127.0.0.1:{port}/graphql"
@@ -139,25 +134,9 @@ def test_upstream_headers_never_reach_the_logs_even_at_debug(
     assert "HTTP Request:" not in logged  # httpx's own line would repeat ours
 
 
-def clean_environ() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}
-
-
 def test_a_redis_url_that_cannot_work_exits_2_with_one_line_before_anything_starts() -> None:
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snapgraph",
-            "serve",
-            "--cache-url=redis://:hunter2@cache:abc/0",
-            "--cache-secret=s",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean_environ(),
+    completed = run_snapgraph(
+        "serve", "--cache-url=redis://:hunter2@cache:abc/0", "--cache-secret=s"
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
@@ -167,25 +146,13 @@ def test_a_redis_url_that_cannot_work_exits_2_with_one_line_before_anything_star
 
 
 def test_help_is_written_for_users_with_every_default() -> None:
-    top = subprocess.run(
-        [sys.executable, "-m", "snapgraph", "--help"], capture_output=True, text=True, check=True
-    ).stdout
+    top = run_snapgraph("--help").stdout
     assert "a GraphQL gateway" in top and "parsing only" not in top
-    serve = subprocess.run(
-        [sys.executable, "-m", "snapgraph", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    serve = run_snapgraph("serve", "--help").stdout
     flat = " ".join(serve.split())
     assert "[SNAPGRAPH_CACHE_TTL; default: 30.0]" in flat
     assert "[SNAPGRAPH_UPSTREAM_URL; default: unset]" in flat
-    upstream = subprocess.run(
-        [sys.executable, "-m", "snapgraph", "upstream", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    upstream = run_snapgraph("upstream", "--help").stdout
     assert "TCP port to listen on (default: 9000)" in " ".join(upstream.split())
 
 
@@ -205,7 +172,7 @@ def test_a_mistyped_variable_and_a_secret_flag_are_warned_about(tmp_path: Path) 
             ],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
-            env={**clean_environ(), "SNAPGRAPH_CACHE_TLL": "5"},
+            env=clean_environ(SNAPGRAPH_CACHE_TLL="5"),
         )
         try:
             first_answer(lambda: httpx.get(f"http://127.0.0.1:{port}/livez"), process)

@@ -29,6 +29,7 @@ from conftest import (
     Upstream,
     free_port,
     run_concurrently,
+    run_snapgraph,
     sample,
 )
 from snapgraph._version import __version__
@@ -315,13 +316,7 @@ def test_metrics_on_their_own_port(upstream: Upstream, start_gateway) -> None:
 
 
 def test_the_metrics_port_must_differ_from_the_main_port() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "snapgraph", "serve", "--port=18000", "--metrics-port=18000"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = run_snapgraph("serve", "--port=18000", "--metrics-port=18000")
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
         "snapgraph: SNAPGRAPH_METRICS_PORT must differ from SNAPGRAPH_PORT"
