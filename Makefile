@@ -27,7 +27,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench.py
 
 bench-cache: $(VENV)/.installed
-	$(BIN)/python benchmarks/cache_bench.py --redis $${SNAPGRAPH_BENCH_REDIS_URL:-redis://127.0.0.1:6379/14}
+	$(BIN)/python benchmarks/cache_bench.py --redis $${SNAPGRAPH_BENCH_REDIS_URL:-redis://127.0.0.1:6379/7}
 
 # The dev environment is the lock's: requirements/dev.lock pins every package of the test extra
 # and all they pull in (`make lock` writes it); snapgraph itself goes in editable, over them.

@@ -1,7 +1,7 @@
 """Cache off versus cache on, in one run: upstream calls, throughput, latency.
 
     .venv/bin/python benchmarks/cache_bench.py [--requests 3000] [--users 20] [--concurrency 50]
-        [--redis redis://127.0.0.1:6379/14]
+        [--redis redis://127.0.0.1:6379/7]
 
 The reference upstream runs in this process (so its calls can be counted) with a simulated
 network latency; each gateway runs as its own `snapgraph serve` process, first with

@@ -37,6 +37,7 @@ FIRST_REDIS_URL = os.environ.get("SNAPGRAPH_TEST_REDIS_URL", "redis://127.0.0.1:
 def redis_database_below(url: str, count: int) -> str:
     """`url` with its database number lowered by `count`."""
     base, _, database = url.rpartition("/")
+    assert database.isdigit(), f"{url}: the test Redis URL must end in /<database number>"
     lowered = int(database) - count
     assert lowered >= 0, f"{url}: not enough Redis databases below it for every worker"
     return f"{base}/{lowered}"
@@ -241,6 +242,9 @@ def one_heavy_test_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     by each other. (xdist's own grouping, --dist loadgroup, groups nothing on pytest 9.2.)"""
     import fcntl
 
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: nothing runs beside it
+        yield
+        return
     with open(tmp_path_factory.getbasetemp().parent / "heavy.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

@@ -91,7 +91,7 @@ def _start(binary: str, directory: Path, port: int, *args: str) -> RedisServer:
 def _answers(server: RedisServer) -> bool:
     # A server that exited (its port taken) must not pass for whatever else answers there.
     assert server.alive(), f"redis on port {server.port} exited with {server.process.poll()}"
-    return bool(server.client().ping())
+    return bool(server.client().info("server")["process_id"] == server.process.pid)
 
 
 def _stop(servers: list[RedisServer]) -> None:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -319,49 +319,180 @@ def test_a_stalled_upstream_costs_each_user_one_timeout_not_one_per_replica(
     assert len(faulty.received) == 1
 
 
+class Replicas:
+    """Two caches on one Redis, as two replicas have: `holder` takes the lease and runs
+    `fetch`, held until the test calls `finish`; `waiter` waits on that lease (`waiting` is set
+    once it has found it held)."""
+
+    def __init__(self, redis_url: str) -> None:
+        from snapgraph.cache import SnapshotCache
+        from snapgraph.redis_store import RedisStore
+
+        self.stores = [RedisStore.from_url(redis_url) for _ in range(2)]
+        self.holder, self.waiter = (
+            SnapshotCache(store, secret=SECRET.encode(), ttl=30, stale_window=0, lease_seconds=30)
+            for store in self.stores
+        )
+        self.calls, self.fetching, self.waiting = 0, asyncio.Event(), asyncio.Event()
+        self._outcome: asyncio.Future[list] = asyncio.get_running_loop().create_future()
+        lease_held = self.stores[1].lease_held
+
+        async def watched_lease_held(key: str) -> bool:
+            held: bool = await lease_held(key)
+            if held:
+                self.waiting.set()
+            return held
+
+        self.stores[1].lease_held = watched_lease_held
+        self.note_reads = 0  # how often the waiter has read the failure note
+        get = self.stores[1].get
+
+        async def watched_get(key: str) -> str | None:
+            self.note_reads += key.startswith("failed:")
+            return await get(key)
+
+        self.stores[1].get = watched_get
+
+    async def fetch(self) -> tuple[list, list]:
+        self.calls += 1
+        self.fetching.set()
+        return await asyncio.shield(self._outcome), []
+
+    def finish(self, items: list | None = None, error: Exception | None = None) -> None:
+        if error is not None:
+            self._outcome.set_exception(error)
+        else:
+            self._outcome.set_result(items or [])
+
+    async def both_load(self, key: str, between: Callable[[], Awaitable[None]]) -> list:
+        """The holder's load, then the waiter's; `between` runs once the waiter waits."""
+        first = asyncio.ensure_future(self.holder.load(key, self.fetch, list_type=None))
+        await asyncio.wait_for(self.fetching.wait(), 30)  # the holder has the lease
+        second = asyncio.ensure_future(self.waiter.load(key, self.fetch, list_type=None))
+        await asyncio.wait_for(self.waiting.wait(), 30)
+        await between()
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    async def close(self) -> None:
+        for store in self.stores:
+            await store.close()
+
+
 async def test_a_failure_is_shared_even_when_the_holders_clock_is_behind(
     redis_url: str, clock: Clock
 ) -> None:
-    """Two replicas on one Redis: the waiter must take the holder's failure note as new
-    however their wall clocks disagree (here the holder's runs 10 s behind)."""
-    from snapgraph.cache import SnapshotCache
+    """The waiter takes the holder's failure note as new however their wall clocks disagree
+    (here the holder's runs 5 s behind the waiter's when it writes the note)."""
     from snapgraph.errors import UpstreamUnavailable
+
+    replicas = Replicas(redis_url)
+
+    async def holder_fails_with_its_clock_behind() -> None:
+        clock.advance(-5)
+        replicas.finish(error=UpstreamUnavailable())
+
+    try:
+        results = await replicas.both_load("list:{a}", holder_fails_with_its_clock_behind)
+    finally:
+        await replicas.close()
+    assert [type(result) for result in results] == [UpstreamUnavailable] * 2
+    assert replicas.calls == 1  # the waiter shared the failure instead of paying another timeout
+
+
+async def test_a_failure_note_written_back_later_is_not_shared(
+    redis_url: str, clock: Clock
+) -> None:
+    """Whoever can write to Redis, but lacks the secret, cannot make a user's requests fail by
+    writing back a failure note copied a minute earlier: the waiter goes on waiting and
+    shares the holder's answer."""
+    copied = await _a_failure_note(redis_url)
+    clock.advance(60)
+    redis.Redis.from_url(redis_url).delete("snapgraph:failed:list:{a}")  # expired long since
+    replicas = Replicas(redis_url)
+    try:
+        results = await replicas.both_load("list:{a}", _write_back_then_answer(replicas, copied))
+    finally:
+        await replicas.close()
+    assert [_row_count(result) for result in results] == [1, 1], results
+    assert replicas.calls == 1
+
+
+async def test_a_failure_note_there_before_the_wait_began_is_not_shared(redis_url: str) -> None:
+    """A note of a failure before this refresh began is old news: the waiter shares the
+    answer of the fetch it waits on, not that failure."""
+    note = await _a_failure_note(redis_url)
+    replicas = Replicas(redis_url)
+    try:
+        await replicas.stores[0].set("failed:list:{a}", note, 30)  # kept for the whole test
+        results = await replicas.both_load("list:{a}", _write_back_then_answer(replicas, note))
+    finally:
+        await replicas.close()
+    assert [_row_count(result) for result in results] == [1, 1], results
+    assert replicas.calls == 1
+
+
+async def _a_failure_note(redis_url: str) -> str:
+    """A failure note as a real failed fetch leaves it."""
+    from snapgraph.errors import UpstreamUnavailable
+
+    replicas = Replicas(redis_url)
+    try:
+        await replicas.both_load("list:{a}", _failing(replicas, UpstreamUnavailable()))
+        note = await replicas.stores[0].get("failed:list:{a}")
+    finally:
+        await replicas.close()
+    assert note is not None
+    return note
+
+
+def _failing(replicas: Replicas, error: Exception) -> Callable[[], Awaitable[None]]:
+    async def fail() -> None:
+        replicas.finish(error=error)
+
+    return fail
+
+
+def _write_back_then_answer(replicas: Replicas, note: str) -> Callable[[], Awaitable[None]]:
+    """Write `note` back while the waiter waits; once two of its polls have read it, the
+    holder's fetch answers."""
+
+    async def write_back_then_answer() -> None:
+        await replicas.stores[1].set("failed:list:{a}", note, 30)
+        read_before = replicas.note_reads
+        await wait_for_async(
+            lambda: _true_after(replicas.note_reads >= read_before + 2), "the waiter's polls"
+        )
+        replicas.finish([["snap-1"]])
+
+    return write_back_then_answer
+
+
+async def _true_after(condition: bool) -> bool:
+    return condition
+
+
+def _row_count(result: object) -> object:
+    """An entry's number of rows; an exception as itself."""
+    rows = getattr(result, "items", None)
+    return result if rows is None else len(rows)
+
+
+async def test_a_planted_value_with_non_ascii_characters_is_ignored(redis_url: str) -> None:
+    """A value nobody signed, even one the HMAC comparison cannot take as text, is ignored:
+    the entry is fetched again and the failure note is no failure."""
+    from snapgraph.cache import SnapshotCache
     from snapgraph.redis_store import RedisStore
 
-    calls, fetching, release = 0, asyncio.Event(), asyncio.Event()
-
-    async def failing_fetch() -> tuple[list, list]:
-        nonlocal calls
-        calls += 1
-        fetching.set()
-        await release.wait()  # held: the test decides when the upstream fails
-        raise UpstreamUnavailable()
-
-    stores = [RedisStore.from_url(redis_url) for _ in range(2)]
-    holder, waiter = (
-        SnapshotCache(store, secret=SECRET.encode(), ttl=30, stale_window=0, lease_seconds=30)
-        for store in stores
-    )
-    # The waiter's store, watched: `waiting` is set once it has found the holder's lease held.
-    lease_held, waiting = stores[1].lease_held, asyncio.Event()
-
-    async def watched_lease_held(key: str) -> bool:
-        held: bool = await lease_held(key)
-        if held:
-            waiting.set()
-        return held
-
-    stores[1].lease_held = watched_lease_held
+    store = RedisStore.from_url(redis_url)
+    cache = SnapshotCache(store, secret=SECRET.encode(), ttl=30, stale_window=0, lease_seconds=5)
     try:
-        first = asyncio.ensure_future(holder.load("list:{a}", failing_fetch, list_type=None))
-        await asyncio.wait_for(fetching.wait(), 30)  # the holder has the lease
-        second = asyncio.ensure_future(waiter.load("list:{a}", failing_fetch, list_type=None))
-        await asyncio.wait_for(waiting.wait(), 30)
-        clock.advance(-10)  # the holder's note is stamped by a clock 10 s behind the waiter's
-        release.set()
-        results = await asyncio.gather(first, second, return_exceptions=True)
+        await store.set("list:{a}", "é.planted", 30)
+        await store.set("failed:list:{a}", "é.planted", 30)
+
+        async def fetch() -> tuple[list, list]:
+            return [["snap-1"]], []
+
+        entry = await cache.load("list:{a}", fetch, list_type=None)
     finally:
-        for store in stores:
-            await store.close()
-    assert [type(result) for result in results] == [UpstreamUnavailable] * 2
-    assert calls == 1  # the waiter shared the failure instead of paying another timeout
+        await store.close()
+    assert len(entry.items) == 1

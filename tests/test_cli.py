@@ -146,14 +146,19 @@ def test_a_redis_url_that_cannot_work_exits_2_with_one_line_before_anything_star
 
 
 def test_help_is_written_for_users_with_every_default() -> None:
-    top = run_snapgraph("--help").stdout
+    top = help_text("--help")
     assert "a GraphQL gateway" in top and "parsing only" not in top
-    serve = run_snapgraph("serve", "--help").stdout
-    flat = " ".join(serve.split())
-    assert "[SNAPGRAPH_CACHE_TTL; default: 30.0]" in flat
-    assert "[SNAPGRAPH_UPSTREAM_URL; default: unset]" in flat
-    upstream = run_snapgraph("upstream", "--help").stdout
-    assert "TCP port to listen on (default: 9000)" in " ".join(upstream.split())
+    serve = help_text("serve", "--help")
+    assert "[SNAPGRAPH_CACHE_TTL; default: 30.0]" in serve
+    assert "[SNAPGRAPH_UPSTREAM_URL; default: unset]" in serve
+    assert "TCP port to listen on (default: 9000)" in help_text("upstream", "--help")
+
+
+def help_text(*args: str) -> str:
+    """What `snapgraph ARGS` prints, on one line (argparse wraps it to the terminal)."""
+    completed = run_snapgraph(*args)
+    assert completed.returncode == 0, completed.stderr
+    return " ".join(completed.stdout.split())
 
 
 def test_a_mistyped_variable_and_a_secret_flag_are_warned_about(tmp_path: Path) -> None:

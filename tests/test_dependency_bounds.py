@@ -22,8 +22,8 @@ LOCK = ROOT / "requirements" / "dev.lock"
 # Run against the lowest versions (after ruff and mypy): every direct dependency is exercised
 # by at least one of these, including each test that once caught a bound too low (test_limits,
 # test_compiled_plans, test_cli's schema check, test_workers, test_manifests, and test_tracing
-# after the async tests). About a minute and a half on two cores; the whole suite runs against
-# the lock in `make test`.
+# after the async tests). About a minute on two cores (four workers of its own); the whole
+# suite runs against the lock in `make test`.
 LOWEST_TESTS = (
     "tests/test_snapshots_query.py",
     "tests/test_snapshots_connection.py",

@@ -10,7 +10,12 @@ from pathlib import Path
 import fleet
 import pytest
 
-pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("one_heavy_test_at_a_time")]
+# 600 s: about a minute of its own, after up to two waiting for the lowest-versions test.
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.usefixtures("one_heavy_test_at_a_time"),
+    pytest.mark.timeout(600),
+]
 
 
 def test_the_fleet_rides_out_a_replica_kill_a_redis_failover_and_an_upstream_outage(

@@ -72,7 +72,9 @@ def wait_for_workers(metrics_url: str, process: subprocess.Popen[bytes], workers
 def test_sigterm_drains_every_worker_and_in_flight_requests_finish(
     faulty: FaultyUpstream, tmp_path: Path
 ) -> None:
-    faulty.respond(200, "[]", delay=2.0)
+    # Answered 9 s after it arrives: after the 6 s delay, once the workers stopped accepting
+    # and drain (within their 10 s drain timeout).
+    faulty.respond(200, "[]", delay=9.0)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = {
@@ -80,6 +82,8 @@ def test_sigterm_drains_every_worker_and_in_flight_requests_finish(
         # Time enough for a 503 and nine probes after the SIGTERM on a loaded machine.
         "SNAPGRAPH_SHUTDOWN_DELAY": "6",
         "SNAPGRAPH_DRAIN_TIMEOUT": "10",
+        "SNAPGRAPH_UPSTREAM_TIMEOUT": "20",  # the slow answer is no timeout
+        "SNAPGRAPH_UPSTREAM_DEADLINE": "20",
     }
     with serve_workers(tmp_path, f"--port={port}", **settings) as process:
         wait_for_workers(url + "/metrics", process, 2)
@@ -104,6 +108,7 @@ def test_sigterm_drains_every_worker_and_in_flight_requests_finish(
             probes = [httpx.get(url + "/readyz", timeout=2) for _ in range(8)]
             assert [probe.json()["status"] for probe in probes] == ["draining"] * 8
             assert httpx.get(url + "/livez", timeout=2).status_code == 200
+            assert not slow.done(), "the slow request must still be in flight as the drain begins"
             answer = slow.result(timeout=30)
         assert answer.status_code == 200 and answer.json() == {"data": {"snapshots": []}}
         assert process.wait(timeout=30) == 0

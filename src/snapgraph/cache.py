@@ -47,6 +47,10 @@ logger = logging.getLogger("snapgraph.cache")
 ENTRY_FORMAT = 2  # 2: checked rows and a broken-item report (1 held the raw items)
 _POLL_SECONDS = 0.01
 _FAILURE = "failed:"
+_NOTE_SECONDS = 2.0  # how long a failure note lives in the store
+# How far a note's stamp may lie behind the reader's clock: replicas' clocks may disagree by
+# this much, and a note copied out of Redis and written back later is ignored beyond it.
+_NOTE_SKEW_SECONDS = 10.0
 _FAILED_ELSEWHERE = object()
 
 
@@ -198,7 +202,7 @@ class SnapshotCache:
         if known is not None:
             return known
         signature, _, text = stored.partition(".")
-        if not hmac.compare_digest(signature, self._sign(key, text)):
+        if not self._signed_here(key, signature, text):
             logger.warning("ignoring a cache entry whose signature does not match its key")
             return None
         entry = CachedList.loads(text)
@@ -219,6 +223,10 @@ class SnapshotCache:
             await asyncio.sleep(0)
             signature = await asyncio.to_thread(self._sign, key, text)
             return f"{signature}.{text}"
+
+    def _signed_here(self, key: str, signature: str, text: str) -> bool:
+        # As bytes: compare_digest raises on a str with non-ASCII characters (a planted value).
+        return hmac.compare_digest(signature.encode(), self._sign(key, text).encode())
 
     def _sign(self, key: str, text: str) -> str:
         """Binds a value to its key: whoever can write to a shared Redis but lacks the secret
@@ -298,26 +306,34 @@ class SnapshotCache:
 
     async def _note_failure(self, key: str) -> None:
         """Tell processes waiting on our lease that the upstream failed (signed, short-lived).
-        The note is a random id, not a time: replicas' wall clocks disagree by seconds, so a
-        waiter comparing times would ignore a fresh failure or take an old one as new; it
-        only asks whether the note differs from the one it saw when it began.
+        A waiter takes a note for a new failure when it differs from the one it saw as it
+        began (each note has a random id): not by comparing times, since replicas' clocks
+        disagree. The stamp only lets a reader ignore a note written back long after it was
+        made (`_NOTE_SKEW_SECONDS`): the signature alone would let whoever can write to Redis
+        replay an old failure at will.
         In-process waiters share our flight instead: a memory store needs no note."""
         if self.store.state() == "memory":
             return
-        note = secrets.token_hex(16)
-        await self.store.set(_FAILURE + key, f"{self._sign(_FAILURE + key, note)}.{note}", 2.0)
+        note = f"{secrets.token_hex(16)}:{time.time()!r}"
+        signed = f"{self._sign(_FAILURE + key, note)}.{note}"
+        await self.store.set(_FAILURE + key, signed, _NOTE_SECONDS)
 
     async def _failure_note(self, key: str) -> str | None:
-        """The id of the validly signed failure note on `key`, if there is one."""
+        """The validly signed, recent failure note on `key`, if there is one."""
         if self.store.state() == "memory":
             return None  # notes are only written to a shared store
         stored = await self.store.get(_FAILURE + key)
         if stored is None:
             return None
         signature, _, note = stored.partition(".")
-        if not hmac.compare_digest(signature, self._sign(_FAILURE + key, note)):
+        if not self._signed_here(_FAILURE + key, signature, note):
             return None  # forged (or another secret's): no failure to share
-        return note
+        _, _, stamp = note.partition(":")
+        try:
+            recent = float(stamp) >= time.time() - _NOTE_SKEW_SECONDS
+        except ValueError:
+            return None
+        return note if recent else None
 
     async def _failed_since(self, key: str, seen: str | None) -> bool:
         """Whether a fetch failed after `seen` (the note there when our refresh began) was
