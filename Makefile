@@ -15,6 +15,7 @@ serve: $(VENV)/.installed
 
 test: $(VENV)/.installed $(ASSETS)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest
 

@@ -49,6 +49,8 @@ _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 def is_sane_operation_name(name: object) -> TypeGuard[str]:
     """A GraphQL name of at most 64 characters: fit for a label or a span name."""
     return isinstance(name, str) and _OPERATION_NAME.fullmatch(name) is not None
+
+
 OPERATION_TYPES = ("query", "mutation", "subscription")
 CIRCUIT_STATES = ("closed", "open", "half-open")
 CACHE_STATES = ("memory", "redis", "degraded")
