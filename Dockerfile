@@ -16,13 +16,18 @@ RUN deploy/build.sh /dist
 FROM python:3.11-slim-bookworm
 RUN useradd --create-home --uid 10001 snapgraph
 COPY --from=build /dist/*.whl /tmp/
+# The versions the tests ran against: every dependency pinned by the dev lock, so two builds
+# of one commit install the same packages (the wheel's metadata has only ranges).
+COPY requirements/dev.lock /tmp/constraints.txt
 # With the redis extra (a shared cache: one node, Cluster or Sentinel) and the otel extra
 # (tracing, off unless OTEL_* asks for it): a fleet needs the one, operators want the other.
-# DL3013 asks to pin what pip installs: this is the wheel built above, the extras' lower bounds
-# are in its metadata.
+# DL3013 asks to pin what pip installs: this is the wheel built above, and its dependencies
+# are pinned by the constraints.
 # hadolint ignore=DL3013
-RUN for wheel in /tmp/*.whl; do pip install --no-cache-dir "${wheel}[redis,otel]"; done \
-    && rm /tmp/*.whl
+RUN for wheel in /tmp/*.whl; do \
+        pip install --no-cache-dir -c /tmp/constraints.txt "${wheel}[redis,otel]"; \
+    done \
+    && rm /tmp/*.whl /tmp/constraints.txt
 USER 10001
 ENV SNAPGRAPH_HOST=0.0.0.0 \
     SNAPGRAPH_PORT=8000 \

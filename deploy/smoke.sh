@@ -9,7 +9,8 @@ trap 'if [ -n "${server:-}" ]; then kill "$server" 2>/dev/null || true; fi; rm -
 
 wheel=$(deploy/build.sh "$work/dist" | tail -n 1)
 "${PYTHON:-python3}" -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet "$wheel"
+# As the image installs it: dependencies pinned by the dev lock.
+"$work/venv/bin/pip" install --quiet -c requirements/dev.lock "$wheel"
 
 # SMOKE_PORT: a port the caller keeps for it (the tests' own, which no other server takes).
 port=${SMOKE_PORT:-$("$work/venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}

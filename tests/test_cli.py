@@ -145,6 +145,37 @@ def test_a_redis_url_that_cannot_work_exits_2_with_one_line_before_anything_star
     ]  # the URL itself is never printed: it may hold a password
 
 
+@pytest.mark.parametrize(
+    ("argv", "environ", "line"),
+    [
+        (["schema", "--check", "/nonexistent.graphql"], {}, "/nonexistent.graphql: No such file"),
+        (["register", "/nonexistent.graphql", "--output=/tmp/x.json"], {}, "No such file"),
+        (["schema"], {"SNAPGRAPH_FEDERATION_VERSION": "9.9"}, "must be one of 2.0, 2.1"),
+        (
+            ["serve"],
+            {"SNAPGRAPH_CACHE_URL": "redis://cache/0", "SNAPGRAPH_CACHE_SECRT": "x"},
+            "not a snapgraph setting (did you mean SNAPGRAPH_CACHE_SECRET?)",
+        ),
+    ],
+    ids=["missing-check-file", "missing-document", "federation-version", "misspelt-secret"],
+)
+def test_command_line_mistakes_end_in_lines_on_stderr_and_exit_2(
+    argv: list[str],
+    environ: dict[str, str],
+    line: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in [name for name in os.environ if name.startswith("SNAPGRAPH_")]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    stderr = capsys.readouterr().err
+    assert line in stderr and "Traceback" not in stderr
+    assert all(printed.startswith("snapgraph: ") for printed in stderr.splitlines())
+
+
 def test_help_is_written_for_users_with_every_default() -> None:
     top = help_text("--help")
     assert "a GraphQL gateway" in top and "parsing only" not in top

@@ -1,6 +1,7 @@
 """snapgraph: a GraphQL gateway (and Apollo Federation 2 subgraph) over the snapshots REST API.
 
-(The command's parsing only; the work happens in the modules it calls.)
+(The command's parsing only; the work happens in the modules it calls. Every mistake a user
+can make on the command line ends in one line on stderr and exit code 2, never a traceback.)
 
 snapgraph serve [--port 8000] [--upstream-url URL] ...   the gateway
 snapgraph serve --workers 4 ...                           the gateway in 4 processes
@@ -26,7 +27,7 @@ import uvicorn
 from snapgraph import logs
 from snapgraph._version import __version__
 from snapgraph.errors import ConfigError
-from snapgraph.settings import Settings, env_name, unknown_variables
+from snapgraph.settings import FEDERATION_VERSIONS, Settings, env_name, unknown_variables
 
 logger = logging.getLogger("snapgraph")
 
@@ -46,6 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except ConfigError as exc:
         print(f"snapgraph: {exc}", file=sys.stderr)
+        # A misspelt variable is the likeliest cause of a missing setting: name it here too
+        # (when serving, the warning is logged once logging is set up).
+        for name, guess in unknown_variables(dict(os.environ)):
+            hint = f" (did you mean {guess}?)" if guess else ""
+            print(f"snapgraph: {name} is not a snapgraph setting{hint}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file named on the command line (schema --check, register)
+        print(f"snapgraph: {exc.filename or exc}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 
@@ -84,7 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("--output", type=Path, help="write to this file instead of stdout")
     schema.add_argument("--check", type=Path, help="exit 1 if this file differs from the SDL")
     schema.add_argument(
-        "--federation-version", default="2.11", help="Apollo Federation version to link"
+        "--federation-version",
+        choices=FEDERATION_VERSIONS,
+        default=os.environ.get(env_name("federation_version"), Settings.federation_version),
+        metavar="VERSION",
+        help=f"Apollo Federation version to link, {FEDERATION_VERSIONS[0]} to "
+        f"{FEDERATION_VERSIONS[-1]} [{env_name('federation_version')}]",
     )
     schema.set_defaults(run=_schema)
 
@@ -204,6 +218,10 @@ def _upstream(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from snapgraph.graph.schema import build_schema, subgraph_sdl
 
+    if args.federation_version not in FEDERATION_VERSIONS:  # from the environment
+        versions = ", ".join(FEDERATION_VERSIONS)
+        name = env_name("federation_version")
+        raise ConfigError(name, f"must be one of {versions}", args.federation_version)
     sdl = subgraph_sdl(build_schema(args.federation_version))
     if args.check is not None:
         if args.check.read_text(encoding="utf-8") != sdl:

@@ -1,4 +1,5 @@
-"""Settings: the only code that reads the environment.
+"""Settings: the only code that reads the `SNAPGRAPH_*` variables (OpenTelemetry's `OTEL_*`
+are tracing.py's, prometheus_client's multiprocess directory metrics_exposition.py's).
 
 Every setting is a field of `Settings`, read from `SNAPGRAPH_<NAME>` and settable by the
 matching CLI flag `--<name-with-dashes>`. The field's metadata is the single source of its
@@ -94,9 +95,9 @@ class Settings:
     cache_url: str = _secret_setting(
         "memory://",
         "memory:// (in-process), or a Redis shared by every gateway process: "
-        "redis://[:password@]host:port/db (one node), "
-        "redis+cluster://[:password@]host:port,host:port (Redis Cluster seed nodes) or "
-        "redis+sentinel://[:password@]host:port,host:port/service/db (Sentinel); "
+        "redis://[[user]:password@]host:port/db (one node), "
+        "redis+cluster://[[user]:password@]host:port,host:port (Redis Cluster seed nodes) or "
+        "redis+sentinel://[[user]:password@]host:port,host:port/service/db (Sentinel); "
         "rediss... for TLS.",
     )
     cache_secret: str | None = _secret_setting(
