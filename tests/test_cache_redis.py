@@ -21,6 +21,7 @@ from conftest import (
     ALICE_KEY,
     BOB_KEY,
     QUERY,
+    SLOW_MACHINE_REDIS_TIMEOUT,
     Clock,
     FaultyUpstream,
     Upstream,
@@ -66,6 +67,7 @@ def gateway_processes(upstream_url: str, cache_url: str, count: int) -> Iterator
                 f"--upstream-url={upstream_url}",
                 f"--cache-url={cache_url}",
                 f"--cache-secret={SECRET}",
+                f"--cache-timeout={SLOW_MACHINE_REDIS_TIMEOUT}",
                 "--log-level=warning",
             ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -91,8 +93,9 @@ def redis_client(url: str) -> redis.Redis:
 def test_entries_are_shared_through_redis_with_ttls_and_no_credentials(
     upstream: Upstream, start_gateway, redis_url: str
 ) -> None:
-    one = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
-    two = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
+    settings = {"cache_secret": SECRET, "cache_timeout": SLOW_MACHINE_REDIS_TIMEOUT}
+    one = start_gateway(upstream.url, cache_url=redis_url, **settings)
+    two = start_gateway(upstream.url, cache_url=redis_url, **settings)
     for headers in (ALICE_KEY, ALICE_BEARER, BOB_KEY):
         data_of(one.query(QUERY, headers))
         data_of(two.query(QUERY, headers))

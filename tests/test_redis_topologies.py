@@ -21,6 +21,7 @@ from conftest import (
     ALICE_KEY,
     BOB_KEY,
     QUERY,
+    SLOW_MACHINE_REDIS_TIMEOUT,
     Upstream,
     data_of,
     ids,
@@ -65,8 +66,9 @@ def test_two_gateways_share_entries_through_the_cluster_each_user_in_one_slot(
     cluster: Cluster, upstream: Upstream, start_gateway
 ) -> None:
     _flush(cluster)
-    one = start_gateway(upstream.url, cache_url=cluster.url, cache_secret=SECRET)
-    two = start_gateway(upstream.url, cache_url=cluster.url, cache_secret=SECRET)
+    settings = {"cache_secret": SECRET, "cache_timeout": SLOW_MACHINE_REDIS_TIMEOUT}
+    one = start_gateway(upstream.url, cache_url=cluster.url, **settings)
+    two = start_gateway(upstream.url, cache_url=cluster.url, **settings)
     for headers in (ALICE_KEY, BOB_KEY):
         data_of(one.query(QUERY, headers))
         data_of(two.query(QUERY, headers))
@@ -88,9 +90,8 @@ def test_concurrent_misses_on_two_gateways_make_one_upstream_call_over_the_clust
 ) -> None:
     _flush(cluster)
     upstream = start_upstream(latency=0.3)
-    gateways = [
-        start_gateway(upstream.url, cache_url=cluster.url, cache_secret=SECRET) for _ in range(2)
-    ]
+    settings = {"cache_secret": SECRET, "cache_timeout": SLOW_MACHINE_REDIS_TIMEOUT}
+    gateways = [start_gateway(upstream.url, cache_url=cluster.url, **settings) for _ in range(2)]
 
     async def both() -> list[dict]:
         halves = await asyncio.gather(

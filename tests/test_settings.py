@@ -38,6 +38,10 @@ def test_environment_variables_are_parsed_by_type() -> None:
             "SNAPGRAPH_UPSTREAM_TIMEOUT must be a number of seconds above 0",
         ),
         ({"SNAPGRAPH_CACHE_TTL": "-1"}, "SNAPGRAPH_CACHE_TTL must be 0 (off)"),
+        (
+            {"SNAPGRAPH_CACHE_TIMEOUT": "0"},
+            "SNAPGRAPH_CACHE_TIMEOUT must be a number of seconds above 0",
+        ),
         ({"SNAPGRAPH_GRAPHIQL": "maybe"}, "SNAPGRAPH_GRAPHIQL must be true or false"),
         ({"SNAPGRAPH_CORS_ORIGINS": "*"}, "SNAPGRAPH_CORS_ORIGINS must be origins"),
         ({"SNAPGRAPH_FEDERATION_VERSION": "1.0"}, "SNAPGRAPH_FEDERATION_VERSION must be one of"),

@@ -204,6 +204,7 @@ def _start_gateway(
         settings.cache_url,
         max_entries=settings.cache_max_entries,
         max_bytes=settings.cache_max_bytes,
+        timeout=settings.cache_timeout,
     )
     # Without Redis the secret need not survive a restart: the memory cache does not either.
     secret = (settings.cache_secret or secrets.token_hex(32)).encode()

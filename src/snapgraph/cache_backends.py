@@ -203,9 +203,11 @@ def _failure_name(exc: BaseException | None) -> str:
     return str(exc) if isinstance(exc, StoreFailure) else type(exc).__name__
 
 
-def build_store(cache_url: str, *, max_entries: int, max_bytes: int = 128 << 20) -> Store:
+def build_store(
+    cache_url: str, *, max_entries: int, max_bytes: int = 128 << 20, timeout: float = 0.5
+) -> Store:
     """The store a `SNAPGRAPH_CACHE_URL` names: memory://, or Redis (any topology) with an
-    in-process fallback."""
+    in-process fallback; `timeout` bounds each Redis command."""
     memory = MemoryStore(max_entries, max_bytes)
     if cache_url == "memory://":
         return memory
@@ -213,4 +215,4 @@ def build_store(cache_url: str, *, max_entries: int, max_bytes: int = 128 << 20)
         from snapgraph.redis_store import RedisStore
     except ImportError:
         raise ConfigError("SNAPGRAPH_CACHE_URL", REDIS_MISSING, None) from None
-    return FailoverStore(RedisStore.from_url(cache_url), memory)
+    return FailoverStore(RedisStore.from_url(cache_url, op_timeout=timeout), memory)

@@ -111,6 +111,12 @@ class Settings:
         "File whose content (trailing newline removed) is the cache secret, e.g. a mounted "
         "Kubernetes Secret. Set this or SNAPGRAPH_CACHE_SECRET, not both.",
     )
+    cache_timeout: float = _setting(
+        0.5,
+        "Seconds one Redis command may take; past it the gateway serves from its in-process "
+        "cache and retries Redis a second later (a hung Redis costs a request at most about "
+        "four times this).",
+    )
     cache_ttl: float = _setting(
         30.0, "Seconds an upstream answer is served from cache. 0 turns caching off."
     )
@@ -381,6 +387,7 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("upstream_pool_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_max_connections", lambda v: v >= 1, "must be at least 1"),
     ("cache_ttl", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
+    ("cache_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("cache_stale_window", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
     ("cache_max_entries", lambda v: v >= 1, "must be at least 1"),
     ("cache_max_bytes", lambda v: v >= 1 << 20, "must be at least 1048576 (1 MiB)"),
