@@ -167,7 +167,12 @@ def test_a_lease_left_by_a_crashed_process_expires(
 
     key = cache_key(SECRET.encode(), Credentials(api_key="demo-alice-key"), None)
     lease = f"{NAMESPACE}:lease:{key}"
-    gateway = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
+    gateway = start_gateway(
+        upstream.url,
+        cache_url=redis_url,
+        cache_secret=SECRET,
+        cache_timeout=SLOW_MACHINE_REDIS_TIMEOUT,
+    )
     # The gateway's own Redis store, watched: `waiting` is set once it has found the lease held.
     redis_store = gateway.app.state.gateway.store.primary
     lease_held, waiting = redis_store.lease_held, threading.Event()
@@ -261,7 +266,12 @@ def test_an_entry_copied_to_another_users_key_in_redis_is_ignored(
     from snapgraph.redis_store import NAMESPACE
     from snapgraph.upstream.models import Credentials
 
-    gateway = start_gateway(upstream.url, cache_url=redis_url, cache_secret=SECRET)
+    gateway = start_gateway(
+        upstream.url,
+        cache_url=redis_url,
+        cache_secret=SECRET,
+        cache_timeout=SLOW_MACHINE_REDIS_TIMEOUT,
+    )
     gateway.query(QUERY, ALICE_KEY)
     gateway.query(QUERY, BOB_KEY)
 
@@ -312,6 +322,7 @@ def test_a_stalled_upstream_costs_each_user_one_timeout_not_one_per_replica(
             cache_secret=SECRET,
             upstream_deadline=1.5,
             cache_stale_window=0,
+            cache_timeout=SLOW_MACHINE_REDIS_TIMEOUT,
         )
         for _ in range(3)
     ]
