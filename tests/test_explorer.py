@@ -34,6 +34,7 @@ def test_explorer_runs_a_query_with_no_internet(
     )
 
     assert report["blocked"] == []  # every asset came from the gateway
+    assert report["consoleErrors"] == [], report["consoleErrors"]  # a CSP refusal shows here
     assert "snapshots" in report["initialQuery"]
     assert "X-API-Key" in report["headersHint"]
     assert '"id": "snap-alice-dev"' in report["result"]
@@ -47,6 +48,15 @@ def test_explorer_page_references_only_local_assets(gateway: Gateway) -> None:
     page = gateway.http.get("/graphql", headers={"Accept": "text/html"})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "unpkg.com" not in page.text and "/graphiql/assets/graphiql.js" in page.text
+    # No script but the gateway's own and the page's one inline script; no framing.
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in page.headers["content-security-policy"].split(";")
+    )
+    assert (
+        policy["script-src"].startswith("'self' 'sha256-") and "unsafe" not in policy["script-src"]
+    )
+    assert policy["frame-ancestors"] == "'none'" and policy["connect-src"] == "'self'"
     asset = gateway.http.get("/graphiql/assets/graphiql.js")
     assert asset.status_code == 200 and len(asset.content) > 100_000
 
