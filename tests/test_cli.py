@@ -38,7 +38,7 @@ def test_a_bad_setting_prints_one_line_and_exits_2() -> None:
     completed = run_snapgraph("serve", "--port", "eighty")
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        "snapgraph: SNAPGRAPH_PORT must be a whole number (got 'eighty')"
+        "snapgraph: --port (SNAPGRAPH_PORT) must be a whole number (got 'eighty')"
     ]
 
 
@@ -101,7 +101,7 @@ def test_an_upstream_url_with_a_password_exits_2_without_printing_it() -> None:
     completed = run_snapgraph("serve", "--upstream-url", "http://svc:hunter2@up")
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        "snapgraph: SNAPGRAPH_UPSTREAM_URL must not carry user:password@ "
+        "snapgraph: --upstream-url (SNAPGRAPH_UPSTREAM_URL) must not carry user:password@ "
         "(callers send their own credentials) (got 'http://***@up')"
     ]
 
@@ -140,8 +140,8 @@ def test_a_redis_url_that_cannot_work_exits_2_with_one_line_before_anything_star
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        "snapgraph: SNAPGRAPH_CACHE_URL must be memory:// or a Redis URL: each host must be "
-        "host or host:port, with a port from 1 to 65535"
+        "snapgraph: --cache-url (SNAPGRAPH_CACHE_URL) must be memory:// or a Redis URL: "
+        "each host must be host or host:port, with a port from 1 to 65535"
     ]  # the URL itself is never printed: it may hold a password
 
 
@@ -156,8 +156,25 @@ def test_a_redis_url_that_cannot_work_exits_2_with_one_line_before_anything_star
             {"SNAPGRAPH_CACHE_URL": "redis://cache/0", "SNAPGRAPH_CACHE_SECRT": "x"},
             "not a snapgraph setting (did you mean SNAPGRAPH_CACHE_SECRET?)",
         ),
+        (
+            ["serve", "--log-level", "loud"],
+            {},
+            "--log-level (SNAPGRAPH_LOG_LEVEL) must be one of",
+        ),
+        (
+            ["serve", "--cache-url", "redis://:hunter2@cache:abc/0", "--cache-secret=s"],
+            {},
+            "--cache-url (SNAPGRAPH_CACHE_URL) must be memory:// or a Redis URL",
+        ),
     ],
-    ids=["missing-check-file", "missing-document", "federation-version", "misspelt-secret"],
+    ids=[
+        "missing-check-file",
+        "missing-document",
+        "federation-version",
+        "misspelt-secret",
+        "flag",
+        "flag-with-a-password",
+    ],
 )
 def test_command_line_mistakes_end_in_lines_on_stderr_and_exit_2(
     argv: list[str],
@@ -172,7 +189,7 @@ def test_command_line_mistakes_end_in_lines_on_stderr_and_exit_2(
         monkeypatch.setenv(name, value)
     assert main(argv) == 2
     stderr = capsys.readouterr().err
-    assert line in stderr and "Traceback" not in stderr
+    assert line in stderr and "Traceback" not in stderr and "hunter2" not in stderr
     assert all(printed.startswith("snapgraph: ") for printed in stderr.splitlines())
 
 
@@ -240,8 +257,8 @@ def test_without_redis_py_the_memory_cache_serves_and_a_redis_url_is_one_line() 
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        "snapgraph: SNAPGRAPH_CACHE_URL names a Redis, but redis-py is not installed: "
-        "pip install 'snapgraph[redis]'"
+        "snapgraph: --cache-url (SNAPGRAPH_CACHE_URL) names a Redis, but redis-py is not "
+        "installed: pip install 'snapgraph[redis]'"
     ]
     served = subprocess.run(
         [

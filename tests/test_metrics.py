@@ -319,7 +319,7 @@ def test_the_metrics_port_must_differ_from_the_main_port() -> None:
     completed = run_snapgraph("serve", "--port=18000", "--metrics-port=18000")
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        "snapgraph: SNAPGRAPH_METRICS_PORT must differ from SNAPGRAPH_PORT"
+        "snapgraph: --metrics-port (SNAPGRAPH_METRICS_PORT) must differ from SNAPGRAPH_PORT"
     ]
 
 

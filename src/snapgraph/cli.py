@@ -157,8 +157,11 @@ def _serve(args: argparse.Namespace) -> int:
     from snapgraph import workers
 
     environ = environ_with_flags(args, dict(os.environ))
-    settings = Settings.from_environ(environ)
-    workers.check(settings)
+    try:
+        settings = Settings.from_environ(environ)
+        workers.check(settings)
+    except ConfigError as exc:
+        raise _named_as_given(exc, args) from None
     # Even at debug, httpx and httpcore speak only from WARNING up: httpcore's DEBUG records
     # print the upstream's response headers (Set-Cookie among them), httpx's INFO line per
     # request repeats our own "upstream GET" line (see logs.py).
@@ -167,6 +170,17 @@ def _serve(args: argparse.Namespace) -> int:
     with _upstream_for(settings) as settings:
         workers.serve(settings, environ)
     return 0
+
+
+def _named_as_given(exc: ConfigError, args: argparse.Namespace) -> ConfigError:
+    """The error of a setting given as a flag names the flag first: the user typed that."""
+    for setting in dataclasses.fields(Settings):
+        if env_name(setting.name) == exc.setting and getattr(args, setting.name) is not None:
+            flag = "--" + setting.name.replace("_", "-")
+            # The rest of the message, any value in it already masked for this setting.
+            rest = str(exc).removeprefix(exc.setting).lstrip()
+            return ConfigError(f"{flag} ({exc.setting})", rest, None)
+    return exc
 
 
 def _warn_about(args: argparse.Namespace, environ: dict[str, str]) -> None:
