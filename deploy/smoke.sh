@@ -9,7 +9,7 @@ trap 'if [ -n "${server:-}" ]; then kill "$server" 2>/dev/null || true; fi; rm -
 
 wheel=$(deploy/build.sh "$work/dist" | tail -n 1)
 "${PYTHON:-python3}" -m venv "$work/venv"
-# As the image installs it: dependencies pinned by the dev lock.
+# Like the image: dependencies pinned by the dev lock (the image adds the redis and otel extras).
 "$work/venv/bin/pip" install --quiet -c requirements/dev.lock "$wheel"
 
 # SMOKE_PORT: a port the caller keeps for it (the tests' own, which no other server takes).

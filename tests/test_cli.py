@@ -150,10 +150,11 @@ def test_a_redis_url_that_cannot_work_exits_2_with_one_line_before_anything_star
     [
         (["schema", "--check", "/nonexistent.graphql"], {}, "/nonexistent.graphql: No such file"),
         (["register", "/nonexistent.graphql", "--output=/tmp/x.json"], {}, "No such file"),
-        (["schema"], {"SNAPGRAPH_FEDERATION_VERSION": "9.9"}, "must be one of 2.0, 2.1"),
+        (["schema", "--federation-version", "9.9"], {}, "invalid choice: '9.9'"),
+        (["schema", "--check", "NOT_UTF8"], {}, "NOT_UTF8: not UTF-8 text"),
         (
             ["serve"],
-            {"SNAPGRAPH_CACHE_URL": "redis://cache/0", "SNAPGRAPH_CACHE_SECRT": "x"},
+            {"SNAPGRAPH_CACHE_URL": "redis://cache/0", "SNAPGRAPH_CACHE_SECRT": "hunter2"},
             "not a snapgraph setting (did you mean SNAPGRAPH_CACHE_SECRET?)",
         ),
         (
@@ -171,6 +172,7 @@ def test_a_redis_url_that_cannot_work_exits_2_with_one_line_before_anything_star
         "missing-check-file",
         "missing-document",
         "federation-version",
+        "not-utf8",
         "misspelt-secret",
         "flag",
         "flag-with-a-password",
@@ -182,7 +184,12 @@ def test_command_line_mistakes_end_in_lines_on_stderr_and_exit_2(
     line: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
+    not_utf8 = tmp_path / "not-utf8.graphql"
+    not_utf8.write_bytes(b"\xff\xfe{ snapshots { id } }")
+    argv = [str(not_utf8) if arg == "NOT_UTF8" else arg for arg in argv]
+    line = line.replace("NOT_UTF8", str(not_utf8))
     for name in [name for name in os.environ if name.startswith("SNAPGRAPH_")]:
         monkeypatch.delenv(name)
     for name, value in environ.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +59,10 @@ def test_explorer_page_references_only_local_assets(gateway: Gateway) -> None:
         policy["script-src"].startswith("'self' 'sha256-") and "unsafe" not in policy["script-src"]
     )
     assert policy["frame-ancestors"] == "'none'" and policy["connect-src"] == "'self'"
+    inline = page.text.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert policy["script-src"] == f"'self' 'sha256-{digest}'"  # as a browser computes it
+    assert page.headers["x-content-type-options"] == "nosniff"
     asset = gateway.http.get("/graphiql/assets/graphiql.js")
     assert asset.status_code == 200 and len(asset.content) > 100_000
 
@@ -81,6 +87,7 @@ def test_without_assets_the_page_says_to_run_make_assets_and_loads_no_script(
     assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
     assert "make assets" in page.text
     assert "<script" not in page.text and "<link" not in page.text  # no CDN, no third party
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
     # One warning, at startup; three pages later, still that one (any message of the logger).
     assert len(at_start) == 1 and "make assets" in at_start[0]
     assert warnings() == at_start

@@ -157,6 +157,8 @@ class FailoverStore:
         if store is None:
             await self._call("release_lease", key, token)
             return
+        if store is self.primary and self.degraded:
+            return  # the lease expires by itself; asking a hung Redis would cost another wait
         try:
             await store.release_lease(key, token)
         except _STORE_ERRORS as exc:

@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import uvicorn
 
@@ -42,7 +43,10 @@ snapgraph: SNAPGRAPH_UPSTREAM_URL is not set: demo data from the reference upstr
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error already printed (2)
+        return int(exc.code or 0)
     try:
         return int(args.run(args))
     except ConfigError as exc:
@@ -53,13 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = f" (did you mean {guess}?)" if guess else ""
             print(f"snapgraph: {name} is not a snapgraph setting{hint}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a file named on the command line (schema --check, register)
-        print(f"snapgraph: {exc.filename or exc}: {exc.strerror or exc}", file=sys.stderr)
+    except _Refused as exc:
+        print(f"snapgraph: {exc}", file=sys.stderr)
         return 2
 
 
+class _Refused(Exception):
+    """A command-line mistake that is no setting's (a file that cannot be read or written)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line like every other mistake's."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"snapgraph: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="snapgraph",
         description=__doc__.splitlines()[0],
         epilog="Every serve flag is also an environment variable, named in its help. "
@@ -92,13 +107,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("--output", type=Path, help="write to this file instead of stdout")
     schema.add_argument("--check", type=Path, help="exit 1 if this file differs from the SDL")
+    # Not read from SNAPGRAPH_FEDERATION_VERSION: `make schema` writes the committed
+    # schema.graphql, which must not depend on a developer's environment.
     schema.add_argument(
         "--federation-version",
         choices=FEDERATION_VERSIONS,
-        default=os.environ.get(env_name("federation_version"), Settings.federation_version),
+        default=Settings.federation_version,
         metavar="VERSION",
         help=f"Apollo Federation version to link, {FEDERATION_VERSIONS[0]} to "
-        f"{FEDERATION_VERSIONS[-1]} [{env_name('federation_version')}]",
+        f"{FEDERATION_VERSIONS[-1]}",
     )
     schema.set_defaults(run=_schema)
 
@@ -160,15 +177,15 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_environ(environ)
         workers.check(settings)
+        # Even at debug, httpx and httpcore speak only from WARNING up: httpcore's DEBUG
+        # records print the upstream's response headers (Set-Cookie among them), httpx's INFO
+        # line per request repeats our own "upstream GET" line (see logs.py).
+        logs.configure(settings.log_level, settings.log_format)
+        _warn_about(args, dict(os.environ))
+        with _upstream_for(settings) as settings:
+            workers.serve(settings, environ)  # a file a setting names is read as the app starts
     except ConfigError as exc:
         raise _named_as_given(exc, args) from None
-    # Even at debug, httpx and httpcore speak only from WARNING up: httpcore's DEBUG records
-    # print the upstream's response headers (Set-Cookie among them), httpx's INFO line per
-    # request repeats our own "upstream GET" line (see logs.py).
-    logs.configure(settings.log_level, settings.log_format)
-    _warn_about(args, dict(os.environ))
-    with _upstream_for(settings) as settings:
-        workers.serve(settings, environ)
     return 0
 
 
@@ -232,13 +249,9 @@ def _upstream(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from snapgraph.graph.schema import build_schema, subgraph_sdl
 
-    if args.federation_version not in FEDERATION_VERSIONS:  # from the environment
-        versions = ", ".join(FEDERATION_VERSIONS)
-        name = env_name("federation_version")
-        raise ConfigError(name, f"must be one of {versions}", args.federation_version)
     sdl = subgraph_sdl(build_schema(args.federation_version))
     if args.check is not None:
-        if args.check.read_text(encoding="utf-8") != sdl:
+        if _read_text(args.check) != sdl:
             print(
                 f"snapgraph: {args.check} differs from the schema; run `make schema`",
                 file=sys.stderr,
@@ -246,7 +259,7 @@ def _schema(args: argparse.Namespace) -> int:
             return 1
         return 0
     if args.output is not None:
-        args.output.write_text(sdl, encoding="utf-8")
+        _write_text(args.output, sdl)
     else:
         sys.stdout.write(sdl)
     return 0
@@ -255,7 +268,25 @@ def _schema(args: argparse.Namespace) -> int:
 def _register(args: argparse.Namespace) -> int:
     from snapgraph.web.persisted_queries import register_documents
 
+    for path in args.documents:
+        _read_text(path)  # each file readable, as UTF-8, or one line naming it
     safelist = register_documents(args.documents)
-    args.output.write_text(json.dumps(safelist, indent=2) + "\n", encoding="utf-8")
+    _write_text(args.output, json.dumps(safelist, indent=2) + "\n")
     print(f"snapgraph: registered {len(safelist)} documents in {args.output}", file=sys.stderr)
     return 0
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _Refused(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise _Refused(f"{path}: not UTF-8 text") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _Refused(f"{path}: {exc.strerror or exc}") from None

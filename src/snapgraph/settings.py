@@ -113,9 +113,9 @@ class Settings:
     )
     cache_timeout: float = _setting(
         0.5,
-        "Seconds one Redis command may take; past it the gateway serves from its in-process "
-        "cache and retries Redis a second later (a hung Redis costs a request at most about "
-        "four times this).",
+        "Seconds each wait on Redis may take (a command may retry, up to four times this); "
+        "past it the gateway serves from its in-process cache and tries Redis again a second "
+        "later. A request that meets a Redis hanging mid-request may wait twice that.",
     )
     cache_ttl: float = _setting(
         30.0, "Seconds an upstream answer is served from cache. 0 turns caching off."
@@ -240,12 +240,29 @@ def env_name(field_name: str) -> str:
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
-    """Each `SNAPGRAPH_*` variable that names no setting, with the closest one's name."""
-    known = [env_name(setting.name) for setting in dataclasses.fields(Settings)]
-    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
-    return [
-        (name, next(iter(difflib.get_close_matches(name, known, n=1)), None)) for name in unknown
-    ]
+    """Each `SNAPGRAPH_*` variable that names no setting, with the closest one's name (compared
+    without the prefix they all share, which would make any two names look alike). The
+    project's own test and benchmark variables (`SNAPGRAPH_TEST_*`, `SNAPGRAPH_BENCH_*`) are
+    not settings and not mistakes."""
+    known = {
+        setting.name.upper(): env_name(setting.name) for setting in dataclasses.fields(Settings)
+    }
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and name not in known.values()
+        and not name.startswith(_NOT_SETTINGS)
+    )
+    return [(name, _closest(name.removeprefix(ENV_PREFIX), known)) for name in unknown]
+
+
+_NOT_SETTINGS = (f"{ENV_PREFIX}TEST_", f"{ENV_PREFIX}BENCH_")
+
+
+def _closest(suffix: str, known: dict[str, str]) -> str | None:
+    matches = difflib.get_close_matches(suffix, list(known), n=1, cutoff=0.75)
+    return known[matches[0]] if matches else None
 
 
 def _parse(setting: dataclasses.Field[Any], raw: str) -> Any:
@@ -387,7 +404,7 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("upstream_pool_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_max_connections", lambda v: v >= 1, "must be at least 1"),
     ("cache_ttl", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
-    ("cache_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
+    ("cache_timeout", lambda v: 0 < v <= 60, "must be a number of seconds above 0, 60 at most"),
     ("cache_stale_window", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
     ("cache_max_entries", lambda v: v >= 1, "must be at least 1"),
     ("cache_max_bytes", lambda v: v >= 1 << 20, "must be at least 1048576 (1 MiB)"),
