@@ -51,12 +51,11 @@ def test_a_bad_environment_variable_exits_2(monkeypatch: pytest.MonkeyPatch, cap
 
 def test_serve_without_an_upstream_runs_the_demo_end_to_end() -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "snapgraph", "serve", f"--port={port}"],
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=clean_environ(),
     )
     assert process.stderr is not None
     stderr = Lines(process.stderr)

@@ -4,14 +4,13 @@ access line naming its request id and operation, without any credential."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from conftest import Upstream, first_answer, free_port
+from conftest import Upstream, clean_environ, first_answer, free_port
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -21,18 +20,13 @@ def test_json_logs_carry_one_access_line_per_request_and_no_credential(
 ) -> None:
     port = free_port()
     log = tmp_path / "serve.log"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}
     with log.open("w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "snapgraph", "serve", f"--port={port}", "--log-format=json"],
             stderr=stderr,
             stdout=subprocess.DEVNULL,
             # Tracing on (spans to stdout), so that access lines carry the trace id.
-            env={
-                **environ,
-                "SNAPGRAPH_UPSTREAM_URL": upstream.url,
-                "OTEL_TRACES_EXPORTER": "console",
-            },
+            env=clean_environ(SNAPGRAPH_UPSTREAM_URL=upstream.url, OTEL_TRACES_EXPORTER="console"),
         )
         try:
             url = f"http://127.0.0.1:{port}"

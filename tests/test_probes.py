@@ -4,7 +4,6 @@ the body), and goes 503 on SIGTERM at once, while in-flight requests still finis
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from conftest import (
     FaultyUpstream,
     Gateway,
     Upstream,
+    clean_environ,
     first_answer,
     free_port,
     wait_for,
@@ -63,17 +63,15 @@ def test_sigterm_drains_readyz_503_at_once_and_in_flight_requests_finish(
     faulty.hold()  # the in-flight request is answered only once the server stopped accepting
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("SNAPGRAPH_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "snapgraph", "serve", f"--port={port}", "--log-level=warning"],
-        env={
-            **environ,
-            "SNAPGRAPH_UPSTREAM_URL": faulty.url,
+        env=clean_environ(
+            SNAPGRAPH_UPSTREAM_URL=faulty.url,
             # Generous: readyz must say 503 before the listener closes, however slow the
             # machine is to send the probe after the signal.
-            "SNAPGRAPH_SHUTDOWN_DELAY": "2",
-            "SNAPGRAPH_DRAIN_TIMEOUT": "30",
-        },
+            SNAPGRAPH_SHUTDOWN_DELAY="2",
+            SNAPGRAPH_DRAIN_TIMEOUT="30",
+        ),
     )
 
     def accepting() -> bool:

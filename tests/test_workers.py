@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ALICE_KEY, FaultyUpstream, Upstream, first_answer, free_port
+from conftest import ALICE_KEY, FaultyUpstream, Upstream, clean_environ, first_answer, free_port
 
 
 @contextlib.contextmanager
@@ -116,11 +116,10 @@ def test_sigterm_drains_every_worker_and_in_flight_requests_finish(
 
 def test_the_factory_serves_under_uvicorn(upstream: Upstream) -> None:
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SNAPGRAPH_")}
     command = [sys.executable, "-m", "uvicorn", "--factory", "snapgraph.app:app_from_environ"]
     process = subprocess.Popen(
         [*command, f"--port={port}", "--log-level=warning"],
-        env={**environ, "SNAPGRAPH_UPSTREAM_URL": upstream.url},
+        env=clean_environ(SNAPGRAPH_UPSTREAM_URL=upstream.url),
     )
     try:
         url = f"http://127.0.0.1:{port}/graphql"

@@ -239,6 +239,10 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+# The project's own test and benchmark variables: not settings, and not mistakes.
+_NOT_SETTINGS = (f"{ENV_PREFIX}TEST_", f"{ENV_PREFIX}BENCH_")
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
     """Each `SNAPGRAPH_*` variable that names no setting, with the closest one's name (compared
     without the prefix they all share, which would make any two names look alike). The
@@ -255,9 +259,6 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
         and not name.startswith(_NOT_SETTINGS)
     )
     return [(name, _closest(name.removeprefix(ENV_PREFIX), known)) for name in unknown]
-
-
-_NOT_SETTINGS = (f"{ENV_PREFIX}TEST_", f"{ENV_PREFIX}BENCH_")
 
 
 def _closest(suffix: str, known: dict[str, str]) -> str | None:
