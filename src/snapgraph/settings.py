@@ -85,6 +85,11 @@ class Settings:
     upstream_breaker_reset: float = _setting(
         5.0, "Seconds an open breaker waits before it lets one probe through."
     )
+    upstream_max_body_bytes: int = _setting(
+        64 << 20,
+        "Largest upstream answer read, in bytes; a larger one is UPSTREAM_BAD_RESPONSE. A "
+        "contract item weighs about 400 bytes: 10,000 items about 4 MB, 100,000 about 40 MB.",
+    )
     upstream_pool_timeout: float = _setting(
         1.0, "Seconds to wait for a free pooled connection before answering UPSTREAM_UNAVAILABLE."
     )
@@ -198,6 +203,39 @@ class Settings:
         100,
         "Most items one page of snapshotsConnection may hold: `first` or `last` above it is "
         "BAD_USER_INPUT; a page that gives neither holds this many.",
+    )
+
+    max_list_items: int = _setting(
+        100,
+        "Most items of any list a request's variables or arguments carry (filter lists); "
+        "checked on the raw request before anything is converted: BAD_USER_INPUT.",
+    )
+    max_string_length: int = _setting(
+        4_096,
+        "Most characters of any string a request's variables carry (names, ids, cursors); "
+        "checked on the raw request before anything is converted: BAD_USER_INPUT.",
+    )
+    http_header_timeout: float = _setting(
+        10.0,
+        "Seconds a client has to send a request's line and headers once it has started one; "
+        "then the connection is closed.",
+    )
+    http_body_timeout: float = _setting(
+        30.0,
+        "Seconds a client has to send a request's whole body once its headers are in: "
+        "408 after that.",
+    )
+    http_keepalive_timeout: float = _setting(
+        5.0, "Seconds an idle keep-alive connection stays open between requests."
+    )
+    http_max_header_bytes: int = _setting(
+        32 << 10,
+        "Most bytes of a request's line and headers together: 431 and the connection closed.",
+    )
+    http_max_connections: int = _setting(
+        1_000,
+        "Most connections (and requests in progress) one process serves at once; beyond "
+        "it new requests get 503.",
     )
 
     @classmethod
@@ -404,6 +442,11 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("upstream_breaker_reset", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_pool_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("upstream_max_connections", lambda v: v >= 1, "must be at least 1"),
+    (
+        "upstream_max_body_bytes",
+        lambda v: v >= 1 << 16,
+        "must be at least 65536 (64 KiB)",
+    ),
     ("cache_ttl", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
     ("cache_timeout", lambda v: 0 < v <= 60, "must be a number of seconds above 0, 60 at most"),
     ("cache_stale_window", lambda v: v >= 0, "must be 0 (off) or a number of seconds"),
@@ -426,4 +469,11 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("max_representations", lambda v: v >= 1, "must be at least 1"),
     ("max_result_values", lambda v: v >= 1, "must be at least 1"),
     ("max_page_size", lambda v: v >= 1, "must be at least 1"),
+    ("max_list_items", lambda v: v >= 1, "must be at least 1"),
+    ("max_string_length", lambda v: v >= 64, "must be at least 64"),
+    ("http_header_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
+    ("http_body_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
+    ("http_keepalive_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
+    ("http_max_header_bytes", lambda v: v >= 4096, "must be at least 4096"),
+    ("http_max_connections", lambda v: v >= 1, "must be at least 1"),
 )
