@@ -333,6 +333,8 @@ class FaultyUpstream:
         self.headers: dict[str, str] = {"content-type": "application/json"}
         self.delay = 0.0
         self.received: list[dict[str, str]] = []
+        # Answers for particular callers (by X-API-Key): status and body.
+        self.by_key: dict[str, tuple[int, bytes]] = {}
         self.url = ""
         self._answering = threading.Event()
         self._answering.set()
@@ -349,6 +351,16 @@ class FaultyUpstream:
         self.delay = delay
         self.headers = {"content-type": "application/json", **headers}
 
+    def respond_by_credential(
+        self, answers: dict[str, tuple[int, str]], default: tuple[int, str]
+    ) -> None:
+        """Answer each X-API-Key in `answers` its own way, every other caller `default`."""
+        self.by_key = {key: (status, body.encode()) for key, (status, body) in answers.items()}
+        self.respond(*default)
+
+    def calls_by_credential(self, api_key: str) -> int:
+        return sum(1 for headers in self.received if headers.get("x-api-key") == api_key)
+
     def app(self) -> Any:
         import asyncio
 
@@ -363,7 +375,10 @@ class FaultyUpstream:
                 await asyncio.sleep(self.delay)
             if not self._answering.is_set():
                 await asyncio.to_thread(self._answering.wait)
-            return Response(self.body, status_code=self.status, headers=self.headers)
+            status, body = self.by_key.get(
+                request.headers.get("x-api-key", ""), (self.status, self.body)
+            )
+            return Response(body, status_code=status, headers=self.headers)
 
         return Starlette(routes=[Route("/v1/snapshots", snapshots)])
 

@@ -70,7 +70,9 @@ class ListClient:
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = items
 
-    async def list_snapshots(self, credentials: Any, list_type: Any, *, request_id: str) -> Any:
+    async def list_snapshots(
+        self, credentials: Any, list_type: Any, *, request_id: str, caller: Any = None
+    ) -> Any:
         if list_type is None:
             return self.items
         return [i for i in self.items if i.get("type", "user") == list_type]

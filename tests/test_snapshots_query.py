@@ -156,8 +156,53 @@ def test_missing_credentials_are_refused_without_asking_upstream(
     gateway: Gateway, upstream: Upstream
 ) -> None:
     result = gateway.query("{ snapshots { id } }")
-    assert result["data"] is None
+    # Refused as a request, before execution: no data at all (GraphQL-over-HTTP).
+    assert "data" not in result
     assert result["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert upstream.requests == []
+
+
+def test_missing_credentials_are_401_for_graphql_response_clients(gateway: Gateway) -> None:
+    response = gateway.http.post(
+        "/graphql",
+        json={"query": "{ snapshots { id } }"},
+        headers={"Accept": "application/graphql-response+json"},
+    )
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ __typename }",
+        "{ _service { sdl } }",
+        "query ($in: Boolean!) { __typename snapshots @include(if: $in) { id } }",
+        "{ __typename ... @skip(if: true) { snapshots { id } } }",
+    ],
+)
+def test_fields_that_need_no_credential_still_answer_without_one(
+    gateway: Gateway, upstream: Upstream, query: str
+) -> None:
+    result = gateway.query(query, variables={"in": False})
+    assert "errors" not in result and result["data"]
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        '{ snapshot(id: "x") { id } }',
+        "{ __typename ... on Query { snapshotsConnection { totalCount } } }",
+        "query { ...F } fragment F on Query { snapshots { id } }",
+        "query ($in: Boolean!) { snapshots @include(if: $in) { id } }",  # "yes": asks
+    ],
+)
+def test_any_field_that_reads_snapshots_needs_a_credential(
+    gateway: Gateway, upstream: Upstream, query: str
+) -> None:
+    result = gateway.query(query, variables={"in": "yes"})
+    assert [error["extensions"]["code"] for error in result["errors"]] == ["UNAUTHENTICATED"]
     assert upstream.requests == []
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conftest import ALICE_KEY, Clock, Gateway
+from conftest import ALICE_KEY, Clock, FaultyUpstream, Gateway
 from snapgraph.serving import serve_in_thread
 
 
@@ -54,8 +54,8 @@ def scripted(servers: ExitStack) -> ScriptedUpstream:
     return ScriptedUpstream(servers)
 
 
-def code_of(gateway: Gateway) -> str:
-    result = gateway.post(QUERY, ALICE_KEY).json()
+def code_of(gateway: Gateway, headers: dict[str, str] = ALICE_KEY) -> str:
+    result = gateway.post(QUERY, headers).json()
     return "ok" if "errors" not in result else str(result["errors"][0]["extensions"]["code"])
 
 
@@ -94,7 +94,9 @@ def test_the_breaker_fails_fast_while_down_then_lets_a_probe_through(
         upstream_breaker_failures=3,
         upstream_breaker_reset=30,
     )
-    assert [code_of(gateway) for _ in range(3)] == ["UPSTREAM_UNAVAILABLE"] * 3
+    # Three callers fail: the upstream, not one caller's data, is to blame.
+    callers = [{"X-API-Key": f"caller-{n}"} for n in range(3)]
+    assert [code_of(gateway, caller) for caller in callers] == ["UPSTREAM_UNAVAILABLE"] * 3
     assert scripted.calls == 3
     assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "open"
     assert [code_of(gateway) for _ in range(5)] == ["UPSTREAM_UNAVAILABLE"] * 5
@@ -124,8 +126,24 @@ def test_the_breaker_counts_fetches_not_attempts(
     assert code_of(gateway) == "UPSTREAM_UNAVAILABLE"
     assert scripted.calls == 3  # one fetch, two retries
     assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "closed"
-    assert code_of(gateway) == "UPSTREAM_UNAVAILABLE"
+    assert code_of(gateway, {"X-API-Key": "bob"}) == "UPSTREAM_UNAVAILABLE"
+    assert code_of(gateway, {"X-API-Key": "carol"}) == "UPSTREAM_UNAVAILABLE"
     assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "open"
+
+
+def test_one_callers_failures_back_off_that_caller_alone(
+    start_gateway: Callable[..., Gateway], faulty: FaultyUpstream
+) -> None:
+    """An upstream that answers 500 to one caller (say, a list it cannot serialize) must
+    not open the breaker for everyone: that caller alone waits, the others are served."""
+    faulty.respond_by_credential({"demo-alice-key": (500, "{}")}, default=(200, "[]"))
+    gateway = start_gateway(
+        faulty.url, cache_ttl=0, upstream_retries=0, upstream_breaker_failures=3
+    )
+    assert [code_of(gateway) for _ in range(6)] == ["UPSTREAM_UNAVAILABLE"] * 6
+    assert faulty.calls_by_credential("demo-alice-key") == 3  # then backed off, alone
+    assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "closed"
+    assert code_of(gateway, {"X-API-Key": "demo-bob-key"}) == "ok"
 
 
 def test_a_probe_without_a_verdict_lets_the_next_one_through(clock: Clock) -> None:

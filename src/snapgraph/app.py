@@ -33,6 +33,7 @@ from snapgraph.cache_backends import Store, build_store
 from snapgraph.errors import ConfigError
 from snapgraph.execution.document import Documents
 from snapgraph.execution.executor import Executor
+from snapgraph.execution.inputs import InputLimits
 from snapgraph.execution.limits import DocumentLimits
 from snapgraph.execution.response_cache import ResponseCache
 from snapgraph.graph.schema import build_schema, graphql_schema
@@ -158,6 +159,14 @@ def document_limits(settings: Settings) -> DocumentLimits:
     )
 
 
+def input_limits(settings: Settings) -> InputLimits:
+    return InputLimits(
+        max_list_items=settings.max_list_items,
+        max_string_length=settings.max_string_length,
+        max_representations=settings.max_representations,
+    )
+
+
 def _persisted_queries(settings: Settings) -> PersistedQueries:
     safelist = None
     if settings.safelist_file is not None:
@@ -192,6 +201,7 @@ def _start_gateway(
             pool=settings.upstream_pool_timeout,
         ),
         max_connections=settings.upstream_max_connections,
+        max_body_bytes=settings.upstream_max_body_bytes,
         trust_env=settings.upstream_trust_env,
         transport=transport,
         metrics=metrics,
@@ -221,7 +231,10 @@ def _start_gateway(
         tracing=tracing,
     )
     documents = Documents(
-        graphql_schema(schema), document_limits(settings), max_tokens=settings.max_tokens
+        graphql_schema(schema),
+        document_limits(settings),
+        max_tokens=settings.max_tokens,
+        inputs=input_limits(settings),
     )
     # With caching off every fetch is new, so no stored answer could ever be served again.
     response_bytes = settings.response_cache_max_bytes if settings.cache_ttl > 0 else 0

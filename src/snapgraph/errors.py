@@ -22,7 +22,10 @@
         │       ├── DocumentInvalid            GRAPHQL_VALIDATION_FAILED, MAX_*_LIMIT,
         │       │                              INTROSPECTION_DISABLED
         │       ├── OperationResolutionFailure OPERATION_RESOLUTION_FAILURE
-        │       ├── VariablesInvalid           BAD_USER_INPUT: a variable is missing or wrong
+        │       ├── VariablesInvalid           BAD_USER_INPUT: a variable is missing, wrong
+        │       │                              or over an input limit
+        │       ├── CredentialsRequired        UNAUTHENTICATED: no usable credential for an
+        │       │                              operation that reads snapshots (401 / 200)
         │       └── AnswerTooLarge             MAX_RESULT_VALUES_LIMIT: refused before building
         ├── BadUserInput             BAD_USER_INPUT: a field's input is wrong (a representation)
         ├── ResultTooLarge           MAX_RESULT_VALUES_LIMIT: the answer would be too large
@@ -174,6 +177,31 @@ class OperationResolutionFailure(GraphQLRequestInvalid):
 
 class VariablesInvalid(GraphQLRequestInvalid):
     code = "BAD_USER_INPUT"
+
+
+class CredentialsRequired(GraphQLRequestInvalid):
+    """The operation reads the caller's snapshots and the caller sent no credential (or one
+    that no HTTP request could carry): refused before its variables are even looked at."""
+
+    code = "UNAUTHENTICATED"
+    http_status = 401
+
+    @classmethod
+    def missing(cls) -> CredentialsRequired:
+        return cls._of(NotAuthenticated.message)
+
+    @classmethod
+    def unsendable(cls) -> CredentialsRequired:
+        return cls._of(
+            "The credential holds characters no HTTP header may carry; send the token or key "
+            "exactly as issued."
+        )
+
+    @classmethod
+    def _of(cls, message: str) -> CredentialsRequired:
+        from graphql import GraphQLError
+
+        return cls([GraphQLError(message, extensions={"code": cls.code})])
 
 
 class AnswerTooLarge(GraphQLRequestInvalid):

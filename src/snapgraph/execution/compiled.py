@@ -20,12 +20,18 @@ from typing import Any
 from graphql import GraphQLError, GraphQLSchema
 from graphql.execution import VariableValues, get_argument_values, get_variable_values
 
-from snapgraph.errors import AnswerTooLarge, BadUserInput
+from snapgraph.errors import AnswerTooLarge, BadUserInput, UpstreamBadResponse
 from snapgraph.execution.plan import CONNECTION, TYPENAME, PageShape, Plan, RootGroup
 from snapgraph.graph.connection import PageQuery, load_page, page_query
 from snapgraph.graph.context import Context
 from snapgraph.graph.pages import Page
-from snapgraph.graph.reports import broken_item_error
+from snapgraph.graph.reports import (
+    FirstReports,
+    about_id,
+    field_reports,
+    report_cost,
+    whole_list,
+)
 from snapgraph.graph.resolvers import page_cost, upstream_type
 from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.upstream.models import BrokenItem
@@ -55,11 +61,13 @@ class PlannedRun:
         """The response, as graphql-core would have answered it."""
         data: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
+        first = FirstReports()
         for group, arguments, answer, page in zip(
             self.groups, self.arguments, self.answers, self.pages, strict=True
         ):
-            data[group.key], broken = await _value(group, arguments, answer, page)
-            errors += [_report(group, item) for item in broken]
+            data[group.key], broken, source = await _value(group, arguments, answer, page)
+            reported_at = first.reported_at(source, group.key) if broken else None
+            errors += [_report(group, error) for error in field_reports(broken, reported_at)]
         return _body(data, errors, [answer for answer in self.answers if answer is not None])
 
 
@@ -93,7 +101,7 @@ async def start_plan(
     pages = await _pages(queries, answers, context)
     if pages is None:
         return None
-    if _over_budget(groups, answers, pages, context.budget.limit):
+    if _over_budget(groups, arguments, answers, pages, context.budget.limit):
         raise AnswerTooLarge.over(context.budget.limit)  # before building anything
     return PlannedRun(coerced, groups, arguments, answers, pages)
 
@@ -162,35 +170,45 @@ async def _pages(
 
 def _over_budget(
     groups: list[RootGroup],
+    arguments: list[dict[str, Any]],
     answers: list[SnapshotList | None],
     pages: list[Page | None],
     limit: int,
 ) -> bool:
     """The same charge as the resolvers make: items times leaf selections, per list field;
-    a page's items, not its list's, per connection."""
+    a page's items, not its list's, per connection; and each field's reports."""
     spent = 0
-    for group, answer, page in zip(groups, answers, pages, strict=True):
-        if group.name == "snapshots" and answer is not None:
-            spent += len(answer.rows) * max(1, group.leaf_count)
+    for group, group_arguments, answer, page in zip(groups, arguments, answers, pages, strict=True):
+        if answer is None:
+            continue
+        if group.name == "snapshots":
+            spent += len(answer.rows) * max(1, group.leaf_count) + report_cost(answer.broken)
         elif page is not None:
             spent += page_cost(len(page.rows), max(1, group.leaf_count))
+            spent += report_cost(answer.broken)
+        elif group.name == "snapshot":
+            snapshot_id = str(group_arguments["id"])
+            if answer.find(snapshot_id) is None:
+                spent += report_cost(answer.broken_about(snapshot_id))
     return spent > limit
 
 
 async def _value(
     group: RootGroup, arguments: dict[str, Any], answer: SnapshotList | None, page: Page | None
-) -> tuple[Any, tuple[BrokenItem, ...]]:
+) -> tuple[Any, tuple[BrokenItem, ...], str]:
+    """The group's value, the broken items it left out, and their source (`reports.py`)."""
     if group.name == TYPENAME or answer is None:
-        return "Query", ()
+        return "Query", (), ""
     if group.page is not None and page is not None:
-        return await _page_value(group.page, page), answer.broken
+        page_value = await _page_value(group.page, page)
+        return page_value, answer.broken, whole_list(answer.version)
     if group.name == "snapshot":
         snapshot_id = str(arguments["id"])
         row = answer.find(snapshot_id)
         if row is not None:
-            return group.shape.build(row), ()
-        return None, answer.broken_about(snapshot_id)
-    return await _items(group, answer), answer.broken
+            return group.shape.build(row), (), ""
+        return None, answer.broken_about(snapshot_id), about_id(answer.version, snapshot_id)
+    return await _items(group, answer), answer.broken, whole_list(answer.version)
 
 
 async def _items(group: RootGroup, answer: SnapshotList) -> list[dict[str, Any]]:
@@ -217,8 +235,7 @@ async def _page_value(shape: PageShape, page: Page) -> dict[str, Any]:
         return shape.build(page)
 
 
-def _report(group: RootGroup, item: BrokenItem) -> dict[str, Any]:
-    error = broken_item_error(item)
+def _report(group: RootGroup, error: UpstreamBadResponse) -> dict[str, Any]:
     located = GraphQLError(
         str(error), nodes=list(group.nodes), path=[group.key], extensions=error.extensions
     )

@@ -34,6 +34,7 @@ from graphql import (
 )
 
 from snapgraph.errors import DocumentInvalid, DocumentParseFailed, OperationResolutionFailure
+from snapgraph.execution.inputs import InputLimits, input_literal_rule
 from snapgraph.execution.limits import DocumentLimits, limit_rules
 from snapgraph.execution.plan import Plan
 
@@ -99,9 +100,18 @@ def _resolution_failure(message: str) -> OperationResolutionFailure:
 class Documents:
     """Parses and validates documents against one schema and one set of limits."""
 
-    def __init__(self, schema: GraphQLSchema, limits: DocumentLimits, *, max_tokens: int) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        limits: DocumentLimits,
+        *,
+        max_tokens: int,
+        inputs: InputLimits | None = None,
+    ) -> None:
         self._schema = schema
-        self._rules = (*specified_rules, *limit_rules(limits))
+        self.input_limits = inputs or InputLimits()
+        literals = input_literal_rule(self.input_limits)
+        self._rules = (*specified_rules, *limit_rules(limits), literals)
         self._max_tokens = max_tokens
         # With introspection off, "Did you mean ...?" must not describe the schema either.
         self._hide_suggestions = not limits.introspection

@@ -39,7 +39,7 @@ from snapgraph.execution.document import CACHEABLE_BYTES, PreparedDocument
 from snapgraph.execution.plan import Plan, Planner
 from snapgraph.execution.response_cache import CachedResponse, ResponseCache, response_key
 from snapgraph.graph.context import Context
-from snapgraph.graph.reports import Reported, broken_item_error
+from snapgraph.graph.reports import FirstReports, Reported, field_reports
 from snapgraph.metrics import Metrics
 
 logger = logging.getLogger("snapgraph.graphql")
@@ -74,15 +74,30 @@ class _FieldReports:
 
     def __init__(self, query_type: object) -> None:
         self._query_type = query_type
-        self._errors: dict[str, list[GraphQLError]] = {}
+        self._reports: dict[str, tuple[GraphQLResolveInfo[Any], Reported[Any]]] = {}
         self._order: dict[str, int] = {}  # root fields as graphql-core starts them: in order
         self.stale_age: float | None = None
 
     def errors(self) -> list[GraphQLError]:
         """The reports in document order of their fields, whichever field finished first:
-        fetches of different lists complete in any order."""
-        keys = sorted(self._errors, key=lambda key: self._order.get(key, len(self._order)))
-        return [error for key in keys for error in self._errors[key]]
+        fetches of different lists complete in any order. A field that left out the same
+        items as an earlier one says so once (`field_reports`)."""
+        keys = sorted(self._reports, key=lambda key: self._order.get(key, len(self._order)))
+        first = FirstReports()
+        errors: list[GraphQLError] = []
+        for key in keys:
+            info, value = self._reports[key]
+            for error in field_reports(value.broken, first.reported_at(value.source, key)):
+                errors.append(
+                    GraphQLError(
+                        str(error),
+                        nodes=info.field_nodes,
+                        path=info.path.as_list(),
+                        original_error=error,
+                        extensions=error.extensions,
+                    )
+                )
+        return errors
 
     def resolve(
         self, next_: Callable[..., Any], root: Any, info: GraphQLResolveInfo[Any], **args: Any
@@ -96,19 +111,8 @@ class _FieldReports:
         value = await result if inspect.isawaitable(result) else result
         if not isinstance(value, Reported):
             return value
-        path = info.path.as_list()
-        reports = self._errors.setdefault(str(info.path.key), [])
-        for item in value.broken:
-            error = broken_item_error(item)
-            reports.append(
-                GraphQLError(
-                    str(error),
-                    nodes=info.field_nodes,
-                    path=path,
-                    original_error=error,
-                    extensions=error.extensions,
-                )
-            )
+        if value.broken:
+            self._reports[str(info.path.key)] = (info, value)
         if value.stale_age is not None:
             self.stale_age = max(self.stale_age or 0.0, value.stale_age)
         return value.value

@@ -235,12 +235,18 @@ def _camel(name: str) -> str:
 
 
 def _order(order_by: list[Mapping[str, Any]] | None) -> Order:
+    """The sort keys; BadUserInput for a field given twice (a second key on the same field
+    could never break a tie), so an order has at most one key per orderable field, and a
+    cursor at most that many values."""
     if not order_by:
         return DEFAULT_ORDER
-    return tuple(
+    order = tuple(
         OrderKey(key["field"].value, key.get("direction") is OrderDirection.DESC)
         for key in order_by
     )
+    if len({key.field for key in order}) < len(order):
+        raise BadUserInput("`orderBy` names a field more than once; give each field once.")
+    return order
 
 
 def _row_filter(conditions: Mapping[str, Any] | None) -> RowFilter:

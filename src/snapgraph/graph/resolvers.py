@@ -16,7 +16,7 @@ from snapgraph.graph.connection import (
     page_query,
 )
 from snapgraph.graph.context import Info
-from snapgraph.graph.reports import Reported
+from snapgraph.graph.reports import Reported, about_id, report_cost, whole_list
 from snapgraph.graph.types import Snapshot, SnapshotType
 
 UPSTREAM_TYPE = {SnapshotType.USER: "user", SnapshotType.SYSTEM: "system"}
@@ -47,9 +47,11 @@ class Query:
         type: TypeArgument = None,
     ) -> Reported[list[Snapshot]]:
         answer = await info.context.snapshots.snapshots(upstream_type(type))
-        info.context.budget.charge(len(answer.rows) * selected_leaves(info))
+        info.context.budget.charge(
+            len(answer.rows) * selected_leaves(info) + report_cost(answer.broken)
+        )
         snapshots = [Snapshot.from_row(row) for row in answer.rows]
-        return Reported(snapshots, answer.broken, answer.stale_age)
+        return Reported(snapshots, answer.broken, answer.stale_age, whole_list(answer.version))
 
     @strawberry.field(
         description="One snapshot the caller can see, or null when there is none.",
@@ -65,7 +67,9 @@ class Query:
         if found is not None:
             return Reported(Snapshot.from_row(found), (), answer.stale_age)
         # Not found: a broken item with this id, or with none, may be the one asked for.
-        return Reported(None, answer.broken_about(id), answer.stale_age)
+        broken = answer.broken_about(id)
+        info.context.budget.charge(report_cost(broken))
+        return Reported(None, broken, answer.stale_age, about_id(answer.version, id))
 
     @strawberry.field(
         description="A page of the same snapshots as `snapshots`, filtered and ordered, "
@@ -118,8 +122,15 @@ class Query:
         query = page_query(arguments, context.max_page_size)  # refused before any fetch
         answer = await context.snapshots.snapshots(upstream_type(query.snapshot_type))
         page = await load_page(answer, query, context.cursor_secret, context.max_page_size)
-        context.budget.charge(page_cost(len(page.rows), selected_leaves(info)))
-        return Reported(SnapshotConnection(page=page), answer.broken, answer.stale_age)
+        context.budget.charge(
+            page_cost(len(page.rows), selected_leaves(info)) + report_cost(answer.broken)
+        )
+        return Reported(
+            SnapshotConnection(page=page),
+            answer.broken,
+            answer.stale_age,
+            whole_list(answer.version),
+        )
 
 
 def page_cost(items: int, leaves: int) -> int:

@@ -151,15 +151,21 @@ class UpstreamClient:
         await self._http.aclose()
 
     async def list_snapshots(
-        self, credentials: Credentials, list_type: ListType | str | None, *, request_id: str
+        self,
+        credentials: Credentials,
+        list_type: ListType | str | None,
+        *,
+        request_id: str,
+        caller: str | None = None,
     ) -> list[Any]:
-        """Return the upstream's JSON array, unvalidated item by item (see models)."""
+        """Return the upstream's JSON array, unvalidated item by item (see models). `caller`
+        names who asks, for the breaker (an opaque key, never a credential)."""
         params = {"type": list_type} if list_type is not None else None
         headers = _forwarded_headers(credentials, request_id)
         started = time.perf_counter()
         url = self._url(params) if self._tracing.enabled else ""
         with self._tracing.upstream_fetch(url, headers) as span:
-            answer = await self._send_with_retries(params, headers, request_id)
+            answer = await self._send_with_retries(params, headers, request_id, caller)
             span.answered(answer.status, resends=answer.resends)
         self.health.note(up=answer.status < 500)
         elapsed = time.perf_counter() - started
@@ -176,12 +182,19 @@ class UpstreamClient:
         return _json_array(answer.content)
 
     async def _send_with_retries(
-        self, params: dict[str, str] | None, headers: dict[bytes, bytes], request_id: str
+        self,
+        params: dict[str, str] | None,
+        headers: dict[bytes, bytes],
+        request_id: str,
+        caller: str | None,
     ) -> UpstreamAnswer:
         """`_send`, tried again as the retry policy allows, all within one deadline; refused
-        at once while the breaker is open. The breaker hears one verdict per fetch."""
-        if not self.breaker.allow():
-            self._metrics.upstream_requests.labels(outcome="circuit_open").inc()
+        at once while the breaker is open (or this caller is backed off). The breaker hears
+        one verdict per fetch."""
+        if not self.breaker.allow(caller):
+            backed_off = self.breaker.backing_off(caller)
+            outcome = "caller_backoff" if backed_off else "circuit_open"
+            self._metrics.upstream_requests.labels(outcome=outcome).inc()
             raise UpstreamUnavailable()
         deadline_at = time.monotonic() + (self._deadline or float("inf"))
         attempt = 0
@@ -193,14 +206,15 @@ class UpstreamClient:
                     if error.retryable and await self._wait_to_retry(attempt, None, deadline_at):
                         attempt += 1
                         continue
-                    self.breaker.record(ok=False)
+                    self.breaker.record(ok=False, caller=caller, outage=True)
                     raise
                 if answer.status in RETRY_STATUSES:
                     retry_after = _retry_after_seconds(answer.headers)
                     if await self._wait_to_retry(attempt, retry_after, deadline_at):
                         attempt += 1
                         continue
-                self.breaker.record(ok=answer.status < 500)  # a 401 or 404: the upstream works
+                # A 401 or 404: the upstream works.
+                self.breaker.record(ok=answer.status < 500, caller=caller)
                 return replace(answer, resends=attempt)
         finally:
             self.breaker.release()  # a probe that ended without a verdict (cancelled, too big)
@@ -257,6 +271,12 @@ class UpstreamClient:
             self._observe("timeout", time.perf_counter() - started)
             logger.warning("upstream deadline passed [request %s]", request_id)
             raise UpstreamUnavailable() from exc
+        except httpx.LocalProtocolError as exc:
+            # httpx refused to send what the caller gave us (a header value no HTTP request
+            # may carry): the caller's fault, never the upstream's. The endpoint refuses such
+            # credentials first; this keeps any other path from reaching the breaker.
+            logger.info("upstream request not sendable [request %s]", request_id)
+            raise UpstreamUnauthenticated() from exc
         except httpx.HTTPError as exc:
             self.health.note(up=False)
             outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport_error"

@@ -1,7 +1,9 @@
 """The `/graphql` endpoint: one HTTP request in, one GraphQL response out.
 
     read the HTTP request -> resolve APQ / safelist -> parse -> pick the operation
-    -> check the method -> validate (limits included) -> register APQ -> execute
+    -> check the method -> validate (limits included) -> register APQ
+    -> refuse a credential-less caller (before variables are read) -> bound the raw
+       variables (before they are coerced) -> execute
 
 Every refusal on the way is a `RequestError` whose HTTP status and code the client can act
 on; it is logged as one line, never with a traceback.
@@ -15,20 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from graphql import OperationType
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from snapgraph.errors import (
     BadRequest,
+    CredentialsRequired,
     GraphQLRequestInvalid,
     NotAcceptable,
     OperationNotAllowed,
     RequestError,
 )
+from snapgraph.execution.inputs import bounded_variables, needs_credentials
 from snapgraph.graph.context import Context, ResultBudget
 from snapgraph.graph.pages import cursor_secret
 from snapgraph.upstream.models import Credentials
 from snapgraph.upstream.source import SnapshotSource
+from snapgraph.web.credentials import edge_credentials
 from snapgraph.web.protocol import (
     JSON,
     GraphQLRequest,
@@ -52,14 +57,9 @@ PRIVATE_HEADERS = {
 }
 
 
+# What nginx calls a request whose client closed the connection before the answer.
+CLIENT_CLOSED_REQUEST = 499
 _UNEXPECTED = {"message": "Unexpected error.", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
-
-
-def credentials_of(request: Request) -> Credentials:
-    return Credentials(
-        authorization=request.headers.get("authorization"),
-        api_key=request.headers.get("x-api-key"),
-    )
 
 
 def wants_refresh(request: Request) -> bool:
@@ -73,6 +73,7 @@ class GraphQLEndpoint:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self._cursor_secret = cursor_secret(gateway.settings.cache_secret)
+        self._input_limits = gateway.documents.input_limits
 
     async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -104,6 +105,12 @@ class GraphQLEndpoint:
             body = await self._run(request, request_id)
         except RequestError as exc:
             return _refused(request, exc, media_type, request_id)
+        except ClientDisconnect:
+            # The caller hung up before its request was read: nothing of ours failed, and
+            # nobody is left to answer. Counted under its own status (nginx's 499).
+            logger.info("client closed the connection mid-request [request %s]", request_id)
+            request.state.access = {**_access(request), "error_codes": ["CLIENT_CLOSED_REQUEST"]}
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception:
             # A bug outside any field (field errors are masked by the executor): still an
             # answer in GraphQL's shape, with nothing of the bug in it, logged once.
@@ -134,11 +141,19 @@ class GraphQLEndpoint:
         gateway.documents.validate(prepared)
         if resolved.pending_registration is not None:
             gateway.persisted_queries.remember(*resolved.pending_registration)
-        context = self._context(request, request_id)
+        credentials, sendable = edge_credentials(request.headers)
+        request.state.access["credentialed"] = bool(credentials) and sendable
+        if needs_credentials(prepared.document, operation, graphql_request.variables):
+            if not sendable:
+                raise CredentialsRequired.unsendable()
+            if not credentials:
+                raise CredentialsRequired.missing()
+        variables = bounded_variables(graphql_request.variables, operation, self._input_limits)
+        context = self._context(request, request_id, credentials)
         body = await gateway.executor.execute(
             prepared,
             context,
-            variables=graphql_request.variables,
+            variables=variables,
             operation_name=graphql_request.operation_name,
         )
         request.state.access.update(
@@ -159,12 +174,12 @@ class GraphQLEndpoint:
                 raise BadRequest(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
         return parse_post_body(bytes(body))
 
-    def _context(self, request: Request, request_id: str) -> Context:
+    def _context(self, request: Request, request_id: str, credentials: Credentials) -> Context:
         gateway = self.gateway
         source = SnapshotSource(
             client=gateway.client,
             cache=gateway.cache,
-            credentials=credentials_of(request),
+            credentials=credentials,
             request_id=request_id,
             refresh=wants_refresh(request),
         )
