@@ -242,6 +242,7 @@ def _start_gateway(
         graphql_schema(schema), response_cache=ResponseCache(response_bytes), metrics=metrics
     )
     metrics.watch(breaker=client.breaker, store=store, responses=executor.response_cache)
+    metrics.admit_operations(persisted_queries.operation_names())
     return Gateway(
         settings,
         schema,

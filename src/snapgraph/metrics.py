@@ -3,7 +3,8 @@
 One `Metrics` per app, on its own registry (no process-global state: two apps in one process,
 as in the tests, count separately). Labels are fixed, small sets; none carries user data:
 an operation's name is a label only if it is one of the first `MAX_OPERATION_LABELS` valid
-names this process saw, an error code only if errors.py (or a limit of ours) defines it.
+names of a credentialed caller's successful answer this process saw (or a safelist's
+operation), an error code only if errors.py (or a limit of ours) defines it.
 
     metrics = Metrics()
     metrics.cache_lookups.labels(result="hit").inc()
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import platform
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeGuard
 
 from prometheus_client import (
@@ -160,7 +161,10 @@ class Metrics:
         """Count one answered GraphQL request from what its access line says of it."""
         kind = access.get("operation_type")
         kind = kind if kind in OPERATION_TYPES else "unknown"
+        # Only a credentialed caller's success may take a label: an anonymous
+        # `query X { __typename }` succeeds too, and anyone can send fifty of them.
         succeeded = status == 200 and not access.get("error_codes")
+        succeeded = succeeded and access.get("credentialed") is True
         operation = self._operations.label(
             access.get("operation_name"), resolved=kind != "unknown", succeeded=succeeded
         )
@@ -179,6 +183,10 @@ class Metrics:
         for code in access.get("error_codes") or ():
             self._errors.get(code, self._errors["OTHER"]).inc()
 
+    def admit_operations(self, names: Iterable[str]) -> None:
+        """Give these operation names labels of their own from the start (a safelist's)."""
+        self._operations.admit(names)
+
     def watch(self, *, breaker: Breaker, store: Store, responses: SizedByBytes) -> None:
         """Read the gateway's state (breaker, cache) into the gauges from now on."""
         self.state.watch(breaker=breaker, store=store, responses=responses)
@@ -196,6 +204,11 @@ class OperationLabels:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._admitted: set[str] = set()
+
+    def admit(self, names: Iterable[str]) -> None:
+        """Names an operator configured (the safelist's operations): labels from the start,
+        beyond the limit, as the operator chose them."""
+        self._admitted.update(name for name in names if is_sane_operation_name(name))
 
     def label(self, name: object, *, resolved: bool, succeeded: bool) -> str:
         """A name gets a label of its own only from an answer that succeeded (200, no

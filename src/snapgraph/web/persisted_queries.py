@@ -200,6 +200,22 @@ class PersistedQueries:
         self._documents.move_to_end(sha256)
         return encoded.decode()
 
+    def operation_names(self) -> list[str]:
+        """The names of the safelist's operations (none without a safelist): an operator's
+        own choice, so each may have a metrics label of its own."""
+        names: list[str] = []
+        for document in (self.safelist or {}).values():
+            try:
+                parsed = parse(document, no_location=True)
+            except GraphQLError:
+                continue  # the safelist's own check refuses it when it is sent
+            names += [
+                definition.name.value
+                for definition in parsed.definitions
+                if isinstance(definition, OperationDefinitionNode) and definition.name
+            ]
+        return names
+
     def _from_safelist(self, request: GraphQLRequest, sha: str | None) -> GraphQLRequest:
         assert self.safelist is not None
         if request.query is None:
