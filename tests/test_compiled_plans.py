@@ -62,6 +62,9 @@ BROKEN = [
     item(92, vcpu_count=2**40),
 ]
 
+# More than a field reports one by one: the rest are counted (graph/reports.py).
+MANY_BROKEN = BROKEN + [item(100 + n, status=None) for n in range(25)] + [{"name": "anon"}]
+
 
 class ListClient:
     """Stands in for the upstream client: the differential test is about execution, over data
@@ -310,7 +313,7 @@ VARIABLES = st.fixed_dictionaries(
 ITEMS = (
     st.lists(st.integers(1, 40), max_size=25, unique=True)
     .map(lambda numbers: [item(n) for n in numbers])
-    .flatmap(lambda items: st.sampled_from([items, items + BROKEN]))
+    .flatmap(lambda items: st.sampled_from([items, items + BROKEN, items + MANY_BROKEN]))
 )
 
 
