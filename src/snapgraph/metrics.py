@@ -55,7 +55,8 @@ def is_sane_operation_name(name: object) -> TypeGuard[str]:
 OPERATION_TYPES = ("query", "mutation", "subscription")
 CIRCUIT_STATES = ("closed", "open", "half-open")
 CACHE_STATES = ("memory", "redis", "degraded")
-# Codes our answers carry that are not an error class's `code` (limits.py, document.py).
+# Codes our answers carry that are not an error class's `code` (limits.py, document.py,
+# endpoint.py).
 _LIMIT_CODES = {
     "INTROSPECTION_DISABLED",
     "MAX_DEPTH_LIMIT",
@@ -63,6 +64,7 @@ _LIMIT_CODES = {
     "MAX_SELECTIONS_LIMIT",
     "MAX_TOKENS_LIMIT",
     "MAX_VALIDATION_WORK_LIMIT",
+    "CLIENT_CLOSED_REQUEST",  # web/endpoint.py: the caller hung up mid-request
 }
 
 
