@@ -192,9 +192,22 @@ def test_no_cors_origins_by_default(gateway: Gateway) -> None:
 
 def test_an_oversized_body_is_refused(gateway: Gateway) -> None:
     padding = "#" + "x" * (1 << 20) + "\n"
-    response = gateway.http.post("/graphql", json={"query": padding + QUERY})
+    response = gateway.http.post("/graphql", json={"query": padding + QUERY}, headers=ALICE_KEY)
     assert response.status_code == 400
     assert "larger than" in response.json()["errors"][0]["message"]
+
+
+def test_a_body_without_a_credential_is_refused_past_64_kib(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    """Without a credential only schema fields can run: no such request needs more."""
+    padding = "#" + "x" * (64 << 10) + "\n"
+    response = gateway.http.post("/graphql", json={"query": padding + "{ __typename }"})
+    assert response.json()["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
+    assert "65536 bytes" in response.json()["errors"][0]["message"]
+    small = gateway.http.post("/graphql", json={"query": "#" + "x" * 60_000 + "\n{ __typename }"})
+    assert small.json() == {"data": {"__typename": "Query"}}
+    assert upstream.requests == []
 
 
 def test_a_query_with_too_many_aliases_is_refused(gateway: Gateway, upstream: Upstream) -> None:

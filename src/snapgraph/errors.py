@@ -198,6 +198,13 @@ class CredentialsRequired(GraphQLRequestInvalid):
         )
 
     @classmethod
+    def body_too_large(cls, max_bytes: int) -> CredentialsRequired:
+        return cls._of(
+            f"A request without a credential may carry at most {max_bytes} bytes; send "
+            "'Authorization: Bearer <token>' or 'X-API-Key: <key>'."
+        )
+
+    @classmethod
     def _of(cls, message: str) -> CredentialsRequired:
         from graphql import GraphQLError
 
