@@ -158,3 +158,33 @@ def test_a_probe_without_a_verdict_lets_the_next_one_through(clock: Clock) -> No
     assert breaker.allow()
     breaker.record(ok=True)
     assert breaker.state == "closed"
+
+
+def test_the_breaker_blames_the_upstream_only_for_outages_or_several_callers(
+    clock: Clock,
+) -> None:
+    from snapgraph.upstream.resilience import CircuitBreaker
+
+    breaker = CircuitBreaker(failures=2, reset_seconds=5, callers=3)
+    for _ in range(10):  # one caller's own failures, however many
+        breaker.record(ok=False, caller="mallory")
+    assert breaker.state == "closed" and breaker.allow("alice")
+    assert not breaker.allow("mallory") and breaker.backing_off("mallory")
+    clock.advance(5)
+    assert breaker.allow("mallory")  # held back for reset_seconds after the last failure
+    breaker.record(ok=False, caller="alice")
+    breaker.record(ok=False, caller="bob")
+    assert breaker.state == "open"  # three callers in one run: the upstream is failing
+    breaker.record(ok=True)
+    breaker.record(ok=False, caller="alice", outage=True)
+    breaker.record(ok=False, caller="alice")
+    assert breaker.state == "open"  # no connection at all: nobody's data is to blame
+
+
+def test_the_caller_backoff_forgets_the_oldest_beyond_its_bound() -> None:
+    from snapgraph.upstream.resilience import CircuitBreaker
+
+    breaker = CircuitBreaker(failures=1, reset_seconds=60, tracked_callers=100)
+    for n in range(10_000):
+        breaker.record(ok=False, caller=f"caller-{n}")
+    assert breaker.backing_off("caller-9999") and not breaker.backing_off("caller-0")

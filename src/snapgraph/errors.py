@@ -193,8 +193,8 @@ class CredentialsRequired(GraphQLRequestInvalid):
     @classmethod
     def unsendable(cls) -> CredentialsRequired:
         return cls._of(
-            "The credential holds characters no HTTP header may carry; send the token or key "
-            "exactly as issued."
+            "The credential holds characters no HTTP header may carry, or is over 8 KiB; send "
+            "the token or key exactly as issued."
         )
 
     @classmethod
@@ -275,6 +275,9 @@ class UpstreamUnavailable(UpstreamError):
     message = "The snapshots service is unavailable; retry later."
     # Whether the same GET may be tried again at once (the connection was never made).
     retryable = False
+    # Whether the upstream itself is out (no connection, or no answer in time), rather than
+    # failing one caller's request: what the circuit breaker opens on at once.
+    outage = False
 
 
 class UpstreamBadResponse(UpstreamError):

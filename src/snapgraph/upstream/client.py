@@ -206,7 +206,7 @@ class UpstreamClient:
                     if error.retryable and await self._wait_to_retry(attempt, None, deadline_at):
                         attempt += 1
                         continue
-                    self.breaker.record(ok=False, caller=caller, outage=True)
+                    self.breaker.record(ok=False, caller=caller, outage=error.outage)
                     raise
                 if answer.status in RETRY_STATUSES:
                     retry_after = _retry_after_seconds(answer.headers)
@@ -270,7 +270,9 @@ class UpstreamClient:
             self.health.note(up=False)
             self._observe("timeout", time.perf_counter() - started)
             logger.warning("upstream deadline passed [request %s]", request_id)
-            raise UpstreamUnavailable() from exc
+            deadline_passed = UpstreamUnavailable()
+            deadline_passed.outage = True
+            raise deadline_passed from exc
         except httpx.LocalProtocolError as exc:
             # httpx refused to send what the caller gave us (a header value no HTTP request
             # may carry): the caller's fault, never the upstream's. The endpoint refuses such
@@ -285,6 +287,9 @@ class UpstreamClient:
             error = UpstreamUnavailable()
             # Never connected: the GET cannot have reached the upstream, trying again is safe.
             error.retryable = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            # A connection that dropped mid-exchange may be about what this caller sent (a
+            # header the upstream's server refuses by closing): not the upstream's outage.
+            error.outage = error.retryable or isinstance(exc, httpx.TimeoutException)
             raise error from exc
         except UpstreamBadResponse:
             self._observe("too_large", time.perf_counter() - started)
