@@ -1,28 +1,42 @@
-"""`snapgraph serve --log-format json`: every line is a JSON object, and each request gets one
-access line naming its request id and operation, without any credential."""
+"""`snapgraph serve` logs: with `--log-format json` every line is a JSON object, and each
+request gets one access line naming its request id and operation, without any credential; in
+either format what a caller sends cannot start a line of its own or reach the terminal as an
+escape sequence."""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import Upstream, clean_environ, first_answer, free_port
+from snapgraph.logs import JsonFormatter, TextFormatter
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-def test_json_logs_carry_one_access_line_per_request_and_no_credential(
-    upstream: Upstream, tmp_path: Path
-) -> None:
+def served_log(
+    upstream: Upstream, tmp_path: Path, log_format: str, send: Callable[[str], None]
+) -> str:
+    """What `snapgraph serve --log-format=LOG_FORMAT` writes while `send(url)` runs."""
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "snapgraph", "serve", f"--port={port}", "--log-format=json"],
+            [
+                sys.executable,
+                "-m",
+                "snapgraph",
+                "serve",
+                f"--port={port}",
+                f"--log-format={log_format}",
+            ],
             stderr=stderr,
             stdout=subprocess.DEVNULL,
             # Tracing on (spans to stdout), so that access lines carry the trace id.
@@ -31,24 +45,31 @@ def test_json_logs_carry_one_access_line_per_request_and_no_credential(
         try:
             url = f"http://127.0.0.1:{port}"
             first_answer(lambda: httpx.get(url + "/livez"), process)
-            for request_id in ("req-1", "req-2"):
-                answer = httpx.post(
-                    url + "/graphql",
-                    json={"query": "query Mine { snapshots { id } }"},
-                    headers={
-                        "X-API-Key": "demo-alice-key",
-                        "X-Request-ID": request_id,
-                        "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
-                    },
-                )
-                assert answer.status_code == 200
-            httpx.post(
-                url + "/graphql", json={"query": "{ nope }"}, headers={"X-Request-ID": "bad"}
-            )
+            send(url)
         finally:
             process.terminate()
             process.wait(timeout=20)
-    text = log.read_text()
+    return log.read_text()
+
+
+def test_json_logs_carry_one_access_line_per_request_and_no_credential(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    def send(url: str) -> None:
+        for request_id in ("req-1", "req-2"):
+            answer = httpx.post(
+                url + "/graphql",
+                json={"query": "query Mine { snapshots { id } }"},
+                headers={
+                    "X-API-Key": "demo-alice-key",
+                    "X-Request-ID": request_id,
+                    "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
+                },
+            )
+            assert answer.status_code == 200
+        httpx.post(url + "/graphql", json={"query": "{ nope }"}, headers={"X-Request-ID": "bad"})
+
+    text = served_log(upstream, tmp_path, "json", send)
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     access = {line["request_id"]: line for line in lines if line["logger"] == "snapgraph.access"}
     first, second = access["req-1"], access["req-2"]
@@ -70,3 +91,90 @@ def test_json_logs_carry_one_access_line_per_request_and_no_credential(
     )
     assert first["trace_id"] == second["trace_id"] == TRACE_ID  # the caller's trace, continued
     assert "demo-alice-key" not in text
+    # uvicorn's records carry a copy of their message with terminal colours: never written.
+    assert not [line for line in lines if "color_message" in line]
+
+
+# A path that, written raw, would end the access line, forge one of its own and erase the
+# terminal's line (ESC [2K); uvicorn decodes it before the gateway sees it.
+FORGED_PATH = "/graphql%0aINFO%20snapgraph.access:%20GET%20/admin%20200%201.0%20ms%1b[2K"
+FORGED_LINE = "INFO snapgraph.access: GET /admin"
+
+
+def test_text_logs_escape_what_a_caller_sends_and_hold_no_escape_sequence(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    def send(url: str) -> None:
+        headers = {"X-Request-ID": "forger"}
+        assert httpx.get(url + FORGED_PATH, headers=headers).status_code == 404
+        # U+2028 and NEL (U+0085) end a line in some viewers.
+        assert httpx.get(url + "/x%E2%80%A8y%C2%85z%7F", headers=headers).status_code == 404
+
+    text = served_log(upstream, tmp_path, "text", send)
+    lines = text.splitlines()
+    assert not [line for line in lines if line.startswith(FORGED_LINE)], text
+    assert "\x1b" not in text and "\u2028" not in text and "\x85" not in text
+    forged = [line for line in lines if "request_id=forger" in line]
+    assert len(forged) == 2
+    assert "path=/graphql\\nINFO snapgraph.access: GET /admin 200 1.0 ms\\x1b[2K " in forged[0]
+    assert "path=/x\\u2028y\\x85z\\x7f " in forged[1]
+    # uvicorn's "Uvicorn running on ..." comes without its coloured copy.
+    assert "color_message" not in text
+
+
+def _record(msg: str, *args: object, exc: bool = False, **extra: object) -> logging.LogRecord:
+    record = logging.makeLogRecord({"name": "t", "levelname": "INFO", "msg": msg, "args": args})
+    record.__dict__.update(extra)
+    if exc:
+        try:
+            raise ValueError("bad\x1b[31m value\nINFO t: forged")
+        except ValueError:
+            record.exc_info = sys.exc_info()
+    return record
+
+
+@pytest.mark.parametrize(
+    ("char", "shown"),
+    [
+        ("\n", "\\n"),
+        ("\r", "\\r"),
+        ("\t", "\\t"),
+        ("\x00", "\\x00"),
+        ("\x1b", "\\x1b"),
+        ("\x7f", "\\x7f"),
+        ("\x85", "\\x85"),
+        ("\x9b", "\\x9b"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ],
+)
+def test_text_lines_escape_control_characters_in_the_message_and_every_field(
+    char: str, shown: str
+) -> None:
+    record = _record("got %s", f"a{char}b", path=f"/p{char}q", codes=[f"c{char}"])
+    line = TextFormatter().format(record)
+    assert line == f"INFO t: got a{shown}b path=/p{shown}q codes=['c{shown}']"
+
+
+def test_text_tracebacks_stay_multi_line_without_escape_sequences() -> None:
+    text = TextFormatter().format(_record("failed\n", exc=True))
+    first, *rest = text.split("\n")
+    assert first == "INFO t: failed\\n"
+    assert rest[0] == "  Traceback (most recent call last):"
+    assert rest[-2:] == ["  ValueError: bad\\x1b[31m value", "  INFO t: forged"]
+    assert all(line.startswith("  ") for line in rest)  # only a record starts a line
+    assert "\x1b" not in text
+
+
+def test_neither_format_writes_uvicorns_coloured_copy_of_a_message() -> None:
+    coloured = "\x1b[1mUvicorn running\x1b[0m"
+    record = _record("Uvicorn running", color_message=coloured)
+    assert TextFormatter().format(record) == "INFO t: Uvicorn running"
+    assert "color_message" not in json.loads(JsonFormatter().format(record))
+
+
+def test_json_lines_escape_control_characters_and_line_separators() -> None:
+    line = JsonFormatter().format(_record("a\nb\x1b\u2028\x85", path="/\u2029"))
+    assert line.isascii() and "\n" not in line
+    entry = json.loads(line)
+    assert (entry["message"], entry["path"]) == ("a\nb\x1b\u2028\x85", "/\u2029")

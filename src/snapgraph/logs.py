@@ -1,4 +1,4 @@
-"""Logging for `snapgraph serve`: one format for every logger, text or JSON, and access lines.
+r"""Logging for `snapgraph serve`: one format for every logger, text or JSON, and access lines.
 
 `SNAPGRAPH_LOG_FORMAT=text` (a terminal) or `json` (a log pipeline: one object per line,
 with `time`, `level`, `logger`, `message` and the record's structured fields). uvicorn's
@@ -6,12 +6,19 @@ loggers go through the same handler (uvicorn's own access log is off: ours carri
 httpx and httpcore speak only from WARNING up (their DEBUG records print upstream headers,
 their INFO line repeats ours). Access lines never carry a credential, a variable's value or
 an upstream header: only the fields `ACCESS_FIELDS` names.
+
+A caller chooses much of what is logged (the path above all), so neither format lets it start
+a line or reach a terminal as an escape sequence: text lines escape control characters and the
+Unicode line separators (`\n`, `\x1b`, `\u2028`), JSON escapes them (and every non-ASCII
+character) as `\u001b`. uvicorn's `color_message`, its message again with ANSI colours, is
+never written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -31,6 +38,26 @@ ACCESS_FIELDS = (
     "trace_id",
 )
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Not written: the record's own attributes, and uvicorn's copy of its message in ANSI colours.
+_NOT_FIELDS = _STANDARD | {"color_message"}
+# C0, DEL, C1 (NEL, CSI among them), and the separators some viewers end a line at.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _NOT_FIELDS}
+
+
+def escape(text: str) -> str:
+    r"""`text` on one line with no terminal control in it: `\n`, `\x1b`, `\u2028`."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,23 +69,26 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        entry.update(_fields(record))
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
+        # ensure_ascii (the default) writes every control character and U+2028/2029 as \uXXXX.
         return json.dumps(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
-    """`LEVEL logger: message key=value ...` with the record's structured fields."""
+    """`LEVEL logger: message key=value ...` with the record's structured fields, on one line
+    whatever they hold; a traceback follows on lines of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extra = " ".join(
-            f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD and v is not None
-        )
+        extra = " ".join(f"{k}={v}" for k, v in _fields(record).items() if v is not None)
         line = f"{record.levelname} {record.name}: {record.getMessage()}"
-        text = f"{line} {extra}" if extra else line
+        text = escape(f"{line} {extra}" if extra else line)
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            # Multi-line, as Python writes it, but each line escaped and indented: an
+            # exception's message may quote a caller, and only a record starts a line.
+            traceback = self.formatException(record.exc_info).split("\n")
+            text += "".join("\n  " + escape(part) for part in traceback)
         return text
 
 
