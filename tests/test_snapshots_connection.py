@@ -263,6 +263,28 @@ def test_a_date_without_an_offset_is_refused(
     assert with_offset["totalCount"] > 0
 
 
+def test_a_size_given_as_a_string_is_ascii_digits_and_a_minus_sign_only(
+    start_upstream: Callable[..., Upstream], start_gateway: Callable[..., Gateway]
+) -> None:
+    gateway = start_gateway(start_upstream(DATASET).url)
+    as_number = page(gateway, first=50, filter={"sizeBytes": {"min": 2**30}})["totalCount"]
+    for text in (str(2**30), f"0{2**30}"):
+        assert page(gateway, first=50, filter={"sizeBytes": {"min": text}})["totalCount"] == (
+            as_number
+        )
+    assert page(gateway, first=50, filter={"sizeBytes": {"max": "-1"}})["totalCount"] == 0
+    # Digits of other scripts, a superscript, fullwidth digits: int() reads each as a number.
+    other_digits = ["١٢٣", "²", "\uff11\uff12\uff13"]
+    for bad in [*other_digits, "1_000", " 123", "123 ", "123\n", "+123", "--1", "1" * 30]:
+        errors = refused(gateway, filter={"sizeBytes": {"min": bad}})
+        assert [error["extensions"]["code"] for error in errors] == ["BAD_USER_INPUT"], bad
+        assert "ASCII digits" in errors[0]["message"], bad
+    literal = '{ snapshotsConnection(filter: {sizeBytes: {max: "١٢٣"}}) { totalCount } }'
+    errors = gateway.query(literal, ALICE_KEY)["errors"]
+    assert [error["extensions"]["code"] for error in errors] == ["GRAPHQL_VALIDATION_FAILED"]
+    assert "ASCII digits" in errors[0]["message"]
+
+
 def _item(n: int, **fields: Any) -> dict[str, Any]:
     return {
         "id": f"s{n:03d}",

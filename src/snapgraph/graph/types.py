@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
@@ -22,8 +23,17 @@ def _serialize_long(value: object) -> int:
     return value
 
 
+# A Long as a string is written as GraphQL writes an Int: ASCII digits after an optional
+# minus sign. (str.isdigit and int() also read "١٢٣", "²" and fullwidth digits as numbers,
+# and int() takes "1_000" and " 1 ".) 19 digits hold every 64-bit integer; int() of a longer
+# string only costs time.
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
+
+
 def _parse_long(value: object) -> int:
-    if isinstance(value, str) and value.lstrip("-").isdigit():
+    if isinstance(value, str):
+        if not _DECIMAL.fullmatch(value):
+            raise ValueError("Long must be a number, or a string of ASCII digits (at most 19)")
         value = int(value)
     return _serialize_long(value)
 
