@@ -86,6 +86,42 @@ def test_the_operation_span_continues_the_callers_trace_and_the_upstream_receive
     assert sent == f"00-{CALLER_TRACE}-{format(fetch.context.span_id, '016x')}-01"
 
 
+# W3C Trace Context: a vendor must propagate 32 list members and 512 characters of tracestate;
+# more, or a malformed one, is dropped whole (a valid traceparent is still continued).
+NORMAL_STATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+AT_THE_LIMIT = "a=" + "v" * 254 + ",b=" + "v" * 253  # 512 characters
+HUGE_STATE = ",".join(f"k{n}=" + "v" * 250 for n in range(31))  # 7.9 KB, 31 valid members
+
+
+@pytest.mark.parametrize(
+    ("tracestate", "forwarded"),
+    [
+        pytest.param(NORMAL_STATE, NORMAL_STATE, id="normal"),
+        pytest.param(AT_THE_LIMIT, AT_THE_LIMIT, id="512-characters"),
+        pytest.param(AT_THE_LIMIT + "v", None, id="513-characters"),
+        pytest.param(HUGE_STATE, None, id="8-KB"),
+        pytest.param(",".join(f"k{n}=v" for n in range(33)), None, id="33-members"),
+        pytest.param("Congo=t61rcWkgMzE", None, id="upper-case-key"),
+        pytest.param("congo=a,congo=b", None, id="repeated-key"),
+        pytest.param("congo=a b=c", None, id="no-comma"),
+    ],
+)
+def test_only_a_tracestate_within_the_w3c_limits_is_forwarded_and_recorded(
+    traced: httpx.Client,
+    exporter: InMemorySpanExporter,
+    upstream: Upstream,
+    tracestate: str,
+    forwarded: str | None,
+) -> None:
+    headers = {**ALICE_KEY, "traceparent": TRACEPARENT, "tracestate": tracestate}
+    data_of(_post(traced, headers, query="{ snapshots { id } }"))
+    received = upstream.requests[-1].headers
+    assert received.get("tracestate") == forwarded
+    assert received["traceparent"].startswith(f"00-{CALLER_TRACE}-")  # the trace, continued
+    (operation,) = _by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
+    assert operation.context.trace_state.to_header() == (forwarded or "")
+
+
 def test_a_cached_answer_is_a_hit_event_and_no_upstream_span(
     traced: httpx.Client, exporter: InMemorySpanExporter
 ) -> None:

@@ -10,9 +10,11 @@ environment variables.
         span.finished(200, error_codes=[])
 
 A caller's W3C `traceparent`/`tracestate` is continued, and the upstream request carries the
-fetch span's own. Spans hold the operation's name and type and the document's SHA-256, the
-upstream URL (path and `type` only: the only query the contract has) and status, never a
-variable, a header value or a credential.
+fetch span's own. A tracestate beyond what Trace Context asks a vendor to propagate (32 list
+members, 512 characters), or a malformed one, is dropped: neither forwarded nor recorded.
+Spans hold the operation's name and type and the document's SHA-256, the upstream URL (path
+and `type` only: the only query the contract has) and status, never a variable, a header
+value or a credential.
 
 Off (the default), `Tracing` is a null object: each hook is one attribute test, and
 OpenTelemetry is not even imported.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +35,16 @@ from snapgraph.metrics import is_sane_operation_name
 logger = logging.getLogger("snapgraph.tracing")
 
 _EXPORTERS = ("otlp", "console")
+
+# W3C Trace Context, tracestate: `key=value` list members, a simple key or `tenant@system`.
+_TRACESTATE_MEMBER = re.compile(
+    r"(?:[a-z][a-z0-9_*/-]{0,255}|[a-z0-9][a-z0-9_*/-]{0,240}@[a-z][a-z0-9_*/-]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+_TRACESTATE_MAX_MEMBERS = 32
+# What a vendor must propagate; a caller's 8 KB (OpenTelemetry keeps up to 8,192 characters)
+# would otherwise ride on every upstream request of the trace.
+_TRACESTATE_MAX_CHARS = 512
 
 
 class FetchSpan:
@@ -117,7 +130,7 @@ class Tracing:
         from opentelemetry.trace import SpanKind
 
         with self._tracer.start_as_current_span(
-            "graphql", context=extract(dict(headers)), kind=SpanKind.SERVER
+            "graphql", context=extract(_trace_headers(headers)), kind=SpanKind.SERVER
         ) as span:
             yield OperationSpan(span)
 
@@ -152,6 +165,29 @@ class Tracing:
         """Send what is buffered, then stop (at the end of the app's lifespan)."""
         if self.provider is not None:
             self.provider.shutdown()
+
+
+def _trace_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The caller's headers, without a tracestate that no vendor need propagate."""
+    carrier = dict(headers)
+    state = carrier.get("tracestate")
+    if state is not None and not _propagable(state):
+        del carrier["tracestate"]
+    return carrier
+
+
+def _propagable(tracestate: str) -> bool:
+    """At most 32 well-formed list members with distinct keys, in at most 512 characters
+    (empty members, and whitespace around them, are allowed)."""
+    if len(tracestate) > _TRACESTATE_MAX_CHARS:
+        return False
+    members = [member.strip(" \t") for member in tracestate.split(",")]
+    keys = [member.partition("=")[0] for member in members if member]
+    return (
+        len(keys) <= _TRACESTATE_MAX_MEMBERS
+        and len(set(keys)) == len(keys)
+        and all(_TRACESTATE_MEMBER.fullmatch(member) for member in members if member)
+    )
 
 
 def tracing_from_environ(environ: Mapping[str, str]) -> Tracing:
