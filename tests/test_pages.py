@@ -520,6 +520,62 @@ def test_a_cursor_is_the_same_for_the_same_position_in_another_version_of_the_li
     assert ids(new_page.rows) == ["b", "c"]  # after a (gone): from its position on
 
 
+# Dates at either end of the calendar: the upstream may write any date Python reads, at any
+# offset in whole minutes, so an instant may fall up to a day before year 1 or after 9999 in
+# UTC, where no UTC datetime can hold it.
+EDGE_DATES = [
+    "0001-01-01T00:00:00+23:59",  # the earliest instant an upstream date can name
+    "0001-01-01T00:30:00+01:00",  # 0000-12-31T23:30Z
+    "0001-01-01T00:00:00+00:00",
+    "2026-01-01T10:00:00+00:00",
+    "9999-12-31T23:59:59.999999+00:00",
+    "9999-12-31T23:30:00-01:00",  # 10000-01-01T00:30Z
+    "9999-12-31T23:59:59.999999-23:59",  # the latest
+]
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_cursors_of_dates_at_either_end_of_the_calendar_can_be_passed_back(
+    descending: bool,
+) -> None:
+    rows = [snapshot(f"s{n}", created_at=date) for n, date in enumerate(EDGE_DATES)]
+    order = (OrderKey("created_at", descending),)
+    view, cursors = view_of(rows, order, RowFilter()), cursors_for(order, RowFilter())
+    expected = [f"s{n}" for n in range(len(EDGE_DATES))][:: -1 if descending else 1]
+    assert ids(view.rows) == expected  # by instant
+    walked: list[Sequence[Any]] = []
+    after = None
+    for _ in rows:
+        page = page_of(view, PageRequest(first=1, after=after), cursors, max_size=10)
+        walked += page.rows
+        after = page.end_cursor
+    assert ids(walked) == expected
+    backward = page_of(view, PageRequest(last=10, before=page.start_cursor), cursors, 10)
+    assert ids(backward.rows) == expected[:-1]
+
+
+# Any date an upstream may send (see `_iso_datetime`): a whole-minute offset under a day.
+# The calendar's first and last days half the time: there the instant may leave it.
+UPSTREAM_DATES = st.builds(
+    lambda local, minutes: local.replace(tzinfo=timezone(timedelta(minutes=minutes))),
+    st.datetimes(max_value=datetime(1, 1, 2))
+    | st.datetimes(min_value=datetime(9999, 12, 31))
+    | st.datetimes(),
+    st.integers(-(24 * 60 - 1), 24 * 60 - 1),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(moment=UPSTREAM_DATES, descending=st.booleans())
+def test_a_date_cursor_reads_back_as_the_instant_it_was_written_for(
+    moment: datetime, descending: bool
+) -> None:
+    cursors = cursors_for((OrderKey("created_at", descending),), RowFilter())
+    read, snapshot_id = cursors.read(cursors.write((moment, "a")), "after")
+    assert (read, snapshot_id) == (moment, "a")  # the same instant (dates compare by instant)
+    assert read - moment == timedelta(0)
+
+
 def test_the_cursor_secret_comes_from_the_cache_secret_or_is_this_process_own() -> None:
     assert cursor_secret("replica secret") == cursor_secret("replica secret")
     assert cursor_secret("replica secret") not in (cursor_secret("other"), b"replica secret")

@@ -40,7 +40,7 @@ import hmac
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -59,6 +59,8 @@ DATES = frozenset({"created_at", "updated_at"})
 _NULL = (1, "")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+# The largest offset an upstream date may carry (a day less a minute: see `_iso_datetime`).
+_FARTHEST_OFFSET = timedelta(hours=23, minutes=59)
 _TAG_BYTES = 16
 # Bumped when the cursor format changes: older cursors then fail their check (BAD_USER_INPUT).
 _CURSOR_FORMAT = "snapgraph cursor 1"
@@ -81,7 +83,14 @@ def microseconds(moment: datetime) -> int:
 
 
 def from_microseconds(value: int) -> datetime:
-    return _EPOCH + value * _MICROSECOND
+    """The instant `microseconds` gave `value` for: in UTC, or, up to a day beyond year 1 or
+    9999 in UTC (a date with an offset: 0001-01-01T00:30+01:00), at the farthest offset,
+    where the calendar still holds it. OverflowError beyond that."""
+    try:
+        return _EPOCH + value * _MICROSECOND
+    except OverflowError:
+        offset = _FARTHEST_OFFSET if value < 0 else -_FARTHEST_OFFSET
+        return (_EPOCH + (value * _MICROSECOND + offset)).replace(tzinfo=timezone(offset))
 
 
 @dataclass(frozen=True, slots=True)
