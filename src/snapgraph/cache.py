@@ -17,6 +17,13 @@ Guarantees, each pinned by tests:
   when the store returns the very text that was verified before, a hit costs a dict lookup
   and a string comparison instead of an HMAC and a JSON parse. Decoded entries are frozen
   (tuples, read-only mappings): every request that hits one shares it.
+- The views kept beside a decoded entry (`Views`: sorted pages of its rows) count against the
+  same byte bound and go with it.
+- A long text is verified and decoded on a worker thread, once for all the hits that want it
+  at the same time: an entry too large to keep decoded costs each hit a decode, never the
+  event loop's time.
+- A wait on another process's lease lasts at most one lease (`lease_seconds`) in all, whatever
+  is in Redis (a lease without an expiry, or one whose expiry someone keeps resetting).
 """
 
 from __future__ import annotations
@@ -24,11 +31,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -52,6 +60,9 @@ _NOTE_SECONDS = 2.0  # how long a failure note lives in the store
 # this much, and a note copied out of Redis and written back later is ignored beyond it.
 _NOTE_SKEW_SECONDS = 10.0
 _FAILED_ELSEWHERE = object()
+# Texts up to this length (some 1,000 rows, a millisecond or two of parsing) are verified and
+# decoded on the event loop; a thread's start and hand-back would cost as much.
+_DECODE_INLINE_CHARS = 1 << 18
 
 
 def cache_key(secret: bytes, credentials: Credentials, list_type: str | None) -> str:
@@ -70,14 +81,64 @@ def cache_key(secret: bytes, credentials: Credentials, list_type: str | None) ->
     return "list:{" + hmac.new(secret, seed, hashlib.sha256).hexdigest() + "}"
 
 
+class Views:
+    """Views of one entry's rows (a sorted, filtered page source each), by name, the most
+    recently used last. While the entry is kept decoded, their bytes count against the
+    decoded entries' bound (`count_in`), so they go when it goes.
+
+        view = entry.views.get(name)
+        entry.views.put(name, view, nbytes=8 * len(view.rows) + 1024, keep=8)
+    """
+
+    def __init__(self) -> None:
+        self._views: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self.nbytes = 0
+        self._counter: Callable[[int], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def get(self, name: str) -> Any | None:
+        held = self._views.get(name)
+        if held is None:
+            return None
+        self._views.move_to_end(name)
+        return held[0]
+
+    def put(self, name: str, view: Any, *, nbytes: int, keep: int) -> None:
+        """Keep `view` under `name`, and at most `keep` views in all (the least recently
+        used go); `nbytes` is what keeping it costs, as the caller estimates it."""
+        self._remove(name)
+        while self._views and len(self._views) >= keep:
+            self._remove(next(iter(self._views)))
+        self._views[name] = (view, nbytes)
+        self._grow(nbytes)
+
+    def count_in(self, counter: Callable[[int], None] | None) -> None:
+        """Report each change of `nbytes` to `counter` from now on (None: to no one)."""
+        self._counter = counter
+
+    def _remove(self, name: str) -> None:
+        held = self._views.pop(name, None)
+        if held is not None:
+            self._grow(-held[1])
+
+    def _grow(self, by: int) -> None:
+        self.nbytes += by
+        if self._counter is not None:
+            self._counter(by)
+
+
 @dataclass(frozen=True)
 class CachedList:
     """An upstream answer as cached: checked rows, the report of broken items, when and for
     which query they were fetched.
 
     `fetch_id` tells one fetch from the next (a waiting process spots a new entry by it);
-    anything derived from this entry (a view, a serialized GraphQL answer) is kept in
-    `derived`, or carries the same `fetch_id`, so it expires with it.
+    anything derived from this entry is kept with it, or carries the same `fetch_id`, so it
+    expires with it: in `views`, what grows with the number of orders and filters asked for
+    (counted in bytes, against the decoded entries' bound); in `derived`, one object per
+    kind (the data source's answer over these rows), part of the entry's decoded form.
     """
 
     items: Sequence[Sequence[Any]]  # rows of JSON values, frozen: shared by every reader
@@ -87,33 +148,38 @@ class CachedList:
     fetch_id: str
     stale: bool = False
     derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    views: Views = field(default_factory=Views, compare=False, repr=False)
 
     @property
     def age(self) -> float:
         return max(0.0, time.time() - self.fetched_at)
 
     def dumps(self) -> str:
-        return orjson.dumps(
+        """The entry as one JSON object, its items last and `SLICE` rows to a line (JSON
+        allows the newlines): see `_entry_json` for why."""
+        head = orjson.dumps(
             {
                 "format": ENTRY_FORMAT,
                 "fetched_at": self.fetched_at,
                 "query": {"type": self.list_type},
                 "fetch_id": self.fetch_id,
-                "items": self.items,
                 "broken": self.broken,
             },
             default=_thawed,
-        ).decode()
+        )
+        slices = (self.items[start : start + SLICE] for start in range(0, len(self.items), SLICE))
+        lines = b",\n".join(orjson.dumps(rows, default=_thawed)[1:-1] for rows in slices)
+        return b"\n".join((head[:-1] + b',"items":[', lines, b"]}")).decode()
 
     @classmethod
     def loads(cls, text: str) -> CachedList | None:
         """Parse a stored entry; None for anything unreadable (treated as a miss)."""
         try:
-            raw = orjson.loads(text)
-            if raw["format"] != ENTRY_FORMAT or not isinstance(raw["items"], list):
+            raw, slices = _entry_json(text)
+            if raw["format"] != ENTRY_FORMAT:
                 return None
             return cls(
-                frozen_rows(raw["items"]),
+                _joined(frozen_rows(rows) for rows in slices),
                 frozen(raw["broken"]),
                 float(raw["fetched_at"]),
                 raw["query"]["type"],
@@ -121,6 +187,33 @@ class CachedList:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
+
+
+def _entry_json(text: str) -> tuple[Any, Iterator[list[Any]]]:
+    """A stored entry's JSON object, and its items: slices of rows, each parsed when taken.
+
+    `dumps` writes the items `SLICE` rows to a line (no JSON string holds a raw newline, so
+    the lines are ours), and each line is parsed on its own, on a worker thread for a long
+    text: orjson holds the GIL for a whole parse, so a 27 MB text parsed at once would still
+    stop the event loop for its 0.3 to 0.5 s, while a line takes a few milliseconds. And a
+    slice is frozen before the next is parsed: its lists die young, instead of piling up
+    for the garbage collector's full passes (each stopped the loop for 100 to 200 ms).
+    A text on one line (as written before entries were split) is parsed whole."""
+    head, newline, rest = text.partition("\n")
+    if not newline:
+        raw = orjson.loads(text)
+        if not isinstance(raw["items"], list):
+            raise TypeError("items")
+        return raw, iter([raw["items"]])
+    raw = orjson.loads(head + "]}")
+    lines, _, last = rest.rpartition("\n")
+    if last != "]}" or raw["items"] != []:
+        raise ValueError("not a stored entry")
+    return raw, (orjson.loads(f"[{line.removesuffix(',')}]") for line in lines.split("\n") if line)
+
+
+def _joined(slices: Iterable[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(itertools.chain.from_iterable(slices))
 
 
 # A fetch answers with the checked items (rows: lists of JSON scalars) and the report of
@@ -144,7 +237,8 @@ class SnapshotCache:
         tracing: Tracing | None = None,
     ) -> None:
         self.store = store
-        lookups = (metrics or Metrics()).cache_lookups
+        metrics = metrics or Metrics()
+        lookups = metrics.cache_lookups
         # Bound once: labels() is a dict lookup under a lock, on every request otherwise.
         self._counted: dict[str, _Counted] = {
             result: lookups.labels(result=result)
@@ -162,6 +256,10 @@ class SnapshotCache:
         self.lease_seconds = lease_seconds
         self._inflight: dict[str, asyncio.Future[CachedList]] = {}
         self._decoded = _DecodedEntries(decoded_max_bytes)
+        # Decodes under way on a worker thread, by key: concurrent hits on one long text
+        # share one decode (each would otherwise hold a decoded copy of it at once).
+        self._decoding: dict[str, tuple[str, asyncio.Future[CachedList | None]]] = {}
+        metrics.watch_view_bytes(lambda: self._decoded.view_bytes)
 
     def key_for(self, credentials: Credentials, list_type: str | None) -> str:
         """`cache_key` under this cache's secret (the one that also signs its entries)."""
@@ -197,18 +295,44 @@ class SnapshotCache:
     async def _read(self, key: str) -> CachedList | None:
         stored = await self.store.get(key)
         if stored is None:
+            self._decoded.drop(key)  # expired or evicted from the store: so is its decoded form
             return None
         known = self._decoded.get(key, stored)
         if known is not None:
             return known
+        entry = await self._decode(key, stored)
+        if entry is not None:
+            self._decoded.put(key, stored, entry)
+        return entry
+
+    async def _decode(self, key: str, stored: str) -> CachedList | None:
+        """The stored text verified and decoded: a short one here, a long one on a worker
+        thread (the HMAC releases the GIL; the parse takes it a line at a time), once for all
+        the readers of that text at the time."""
+        if len(stored) <= _DECODE_INLINE_CHARS:
+            return self._verified(key, stored)
+        under_way = self._decoding.get(key)
+        if under_way is None or not (under_way[0] is stored or under_way[0] == stored):
+            decode = asyncio.ensure_future(asyncio.to_thread(self._verified, key, stored))
+            under_way = (stored, decode)
+            self._decoding[key] = under_way
+            decode.add_done_callback(lambda done: self._decoded_off_loop(key, done))
+        # shield: a reader hanging up must not cancel the decode the others wait for.
+        return await asyncio.shield(under_way[1])
+
+    def _decoded_off_loop(self, key: str, decode: asyncio.Future[CachedList | None]) -> None:
+        under_way = self._decoding.get(key)
+        if under_way is not None and under_way[1] is decode:
+            del self._decoding[key]
+        if not decode.cancelled():
+            decode.exception()  # retrieved here, so no "never retrieved" warning if all left
+
+    def _verified(self, key: str, stored: str) -> CachedList | None:
         signature, _, text = stored.partition(".")
         if not self._signed_here(key, signature, text):
             logger.warning("ignoring a cache entry whose signature does not match its key")
             return None
-        entry = CachedList.loads(text)
-        if entry is not None:
-            self._decoded.put(key, stored, entry)
-        return entry
+        return CachedList.loads(text)
 
     async def _signed_text(self, key: str, entry: CachedList) -> str:
         """The entry as stored: signature, dot, JSON. For a long list each step takes some
@@ -239,8 +363,11 @@ class SnapshotCache:
         token = secrets.token_hex(16)
         # The failure note already there is an older fetch's: any other is news to us.
         seen = await self._failure_note(key)
-        give_up_at = time.monotonic() + 2 * self.lease_seconds
-        while time.monotonic() < give_up_at:
+        # One lease in all, however often the lease changes hands: a holder's fetch ends
+        # within it (the upstream deadline is shorter), and a lease planted without an expiry,
+        # or whose expiry someone keeps resetting, must not hold anyone longer.
+        give_up_at = time.monotonic() + self.lease_seconds
+        while True:
             if await self.store.acquire_lease(key, token, self.lease_seconds):
                 try:
                     # Another process may have stored a fresh entry and let go of its lease
@@ -255,24 +382,24 @@ class SnapshotCache:
                     return await self._fetch_and_store(key, fetch, list_type, previous)
                 finally:
                     await self.store.release_lease(key, token)
-            landed = await self._wait_for_other_process(key, previous, seen)
+            landed = await self._wait_for_other_process(key, previous, seen, give_up_at)
             if isinstance(landed, CachedList):
                 self._counted["shared"].inc()
                 return landed
             if landed is _FAILED_ELSEWHERE:
                 # The holder's fetch failed: share its outcome rather than pay another timeout.
                 return self._stale_or_raise(previous, UpstreamUnavailable())
-        # The lease kept changing hands without an entry landing: fetch without it.
+            if time.monotonic() >= give_up_at:
+                break
+        # The lease outlasted a lease, or kept changing hands without an entry: fetch anyway.
         return await self._fetch_and_store(key, fetch, list_type, previous)
 
     async def _wait_for_other_process(
-        self, key: str, previous: CachedList | None, seen: str | None
+        self, key: str, previous: CachedList | None, seen: str | None, until: float
     ) -> CachedList | object | None:
         """Poll until another process stores a new entry (returned), reports that its fetch
         failed (`_FAILED_ELSEWHERE`: a note other than `seen`), or drops its lease without
-        either (None). Never longer than a lease lasts: a lease written without an expiry
-        must not block anyone."""
-        until = time.monotonic() + self.lease_seconds
+        either (None); or until `until` (None)."""
         while time.monotonic() < until:
             await asyncio.sleep(_POLL_SECONDS)
             entry = await self._read(key)
@@ -393,12 +520,16 @@ def _thawed(value: Any) -> Any:
 
 class _DecodedEntries:
     """The last entries read, decoded, each with the exact stored text it was verified from;
-    bounded by the total length of those texts (the decoded form is a few times larger)."""
+    bounded by bytes: the length of those texts (the decoded rows take a few times more) plus
+    the bytes of the views kept beside them (`Views.nbytes`). An entry's views are counted
+    from when it is put here until it is dropped; a view added to an entry held nowhere else
+    lives only as long as the requests that hold that entry."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, tuple[str, CachedList]] = OrderedDict()
         self._bytes = 0
+        self.view_bytes = 0
 
     def get(self, key: str, stored: str) -> CachedList | None:
         known = self._entries.get(key)
@@ -409,15 +540,27 @@ class _DecodedEntries:
         return known[1]
 
     def put(self, key: str, stored: str, entry: CachedList) -> None:
-        self._drop(key)
+        self.drop(key)
         if len(stored) > self.max_bytes:
             return
         self._entries[key] = (stored, entry)
         self._bytes += len(stored)
-        while self._bytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+        entry.views.count_in(self._views_grew)
+        self._views_grew(entry.views.nbytes)  # the views it has already; then evicts
 
-    def _drop(self, key: str) -> None:
+    def drop(self, key: str) -> None:
         known = self._entries.pop(key, None)
         if known is not None:
-            self._bytes -= len(known[0])
+            views = known[1].views
+            views.count_in(None)
+            self._bytes -= len(known[0]) + views.nbytes
+            self.view_bytes -= views.nbytes
+
+    def _views_grew(self, by: int) -> None:
+        """Count `by` more bytes of views (fewer when negative), and drop the least recently
+        used entries while over the bound (the entry whose views grew is usually the most
+        recent: it goes last)."""
+        self._bytes += by
+        self.view_bytes += by
+        while self._bytes > self.max_bytes:
+            self.drop(next(iter(self._entries)))

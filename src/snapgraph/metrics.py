@@ -193,6 +193,11 @@ class Metrics:
         """Read the gateway's state (breaker, cache) into the gauges from now on."""
         self.state.watch(breaker=breaker, store=store, responses=responses)
 
+    def watch_view_bytes(self, read: Callable[[], int]) -> None:
+        """Read the bytes of the views kept beside decoded cache entries (the cache's own
+        count, see cache.py `Views`) into `snapgraph_cache_bytes{cache="views"}`."""
+        self.state.watch_view_bytes(read)
+
     def render(self) -> bytes:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
@@ -258,7 +263,9 @@ class GatewayState:
         self.bytes = Gauge(
             "snapgraph_cache_bytes",
             "Bytes held in process: store (upstream answers' JSON text in the in-process "
-            "store; with Redis, its fallback) and responses (serialized answers).",
+            "store; with Redis, its fallback), responses (serialized answers) and views (the "
+            "sorted views of cached lists that pages are cut from: their references to rows, "
+            "estimated).",
             ["cache"],
             registry=registry,
             multiprocess_mode="livesum",
@@ -289,7 +296,14 @@ class GatewayState:
         if memory is not None:
             readings.append((self.bytes.labels("store"), lambda: float(memory.stored_bytes)))
             readings.append((self.entries.labels("store"), lambda: float(len(memory))))
-        self._readings = readings
+        self._add_readings(readings)
+
+    def watch_view_bytes(self, read: Callable[[], int]) -> None:
+        self._add_readings([(self.bytes.labels("views"), lambda: float(read()))])
+
+    def _add_readings(self, readings: list[tuple[Gauge, Callable[[], float]]]) -> None:
+        # Added to, not replaced: the cache, built before the rest is watched, adds its own.
+        self._readings += readings
         if not self._sampled:
             for gauge, read in readings:
                 gauge.set_function(read)  # read by the scrape itself: never out of date

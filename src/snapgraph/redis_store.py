@@ -51,6 +51,10 @@ def connect(target: RedisTarget, *, op_timeout: float) -> tuple[Any, tuple[Any, 
         "username": target.username,
         "password": target.password,
         "decode_responses": True,
+        # A value that is not UTF-8 (planted: ours are) reads as text with U+FFFD in it, which
+        # fails its signature: a miss the next fetch overwrites. Strict decoding would raise,
+        # and the store would take Redis for down on every read of that key.
+        "encoding_errors": "replace",
     }
     if target.topology == "cluster":
         nodes = [ClusterNode(host, port) for host, port in target.nodes]
@@ -104,7 +108,9 @@ class RedisStore:
         return cls(client, op_timeout=op_timeout, helpers=helpers, gated=gated)
 
     async def get(self, key: str) -> str | None:
-        value: str | None = await self._run(lambda: self.redis.get(_entry_key(key)))
+        value: str | None = await self._run(
+            lambda: _string_or_none(self.redis.get(_entry_key(key)))
+        )
         return value
 
     async def set(self, key: str, value: str, ttl: float) -> None:
@@ -168,6 +174,17 @@ class RedisStore:
             self._proven = False
             self._failures += 1
             raise StoreFailure(type(exc).__name__) from exc
+
+
+async def _string_or_none(reply: Awaitable[Any]) -> Any:
+    """A GET's reply; None, a miss, when the key holds another type (a list, a hash: planted,
+    since we write strings only). The SET of the next fetch replaces it: it is no outage."""
+    try:
+        return await reply
+    except redis.ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            return None
+        raise
 
 
 def _entry_key(key: str) -> str:

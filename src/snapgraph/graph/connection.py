@@ -10,7 +10,7 @@ coerces them, into a `PageQuery` (refusing bad input before anything is fetched)
     answer = await source.snapshots(upstream_type(query.snapshot_type))
     page = await load_page(answer, query, secret, max_size=100)
 
-A sorted view of a list is kept beside the list (`SnapshotList.derived`) for each order and
+A sorted view of a list is kept beside the list (`SnapshotList.views`) for each order and
 filter recently asked, so the pages of one walk sort nothing: a page costs a binary search
 for its cursor, a slice, and its items.
 """
@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
+import orjson
 import strawberry
 
 from snapgraph.errors import BadUserInput
@@ -48,8 +51,13 @@ from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.upstream.source import SnapshotList
 
 # Views kept per list: a frontend's few orders and filters; each costs a tuple of the list's
-# rows (80 kB at 10,000 items), dropped with the list.
+# rows (80 kB at 10,000 items), counted in the cache's bound on decoded entries and dropped
+# with the list.
 VIEWS_PER_LIST = 8
+# What a kept view costs beyond its tuple, rounded up: the View (48 bytes), its name (113),
+# its slot in the list's views (about 150) and the order it carries (at most five keys,
+# about 350). The rows it refers to are the list's, counted with the list.
+_VIEW_OVERHEAD = 1024
 
 
 @strawberry.enum(description="Fields a page of snapshots can be ordered by.")
@@ -292,15 +300,20 @@ async def load_page(answer: SnapshotList, query: PageQuery, secret: bytes, max_s
 
 async def _view(answer: SnapshotList, order: Order, row_filter: RowFilter) -> View:
     """The list sorted and filtered, kept beside it (the most recently used few)."""
-    views: dict[tuple[Order, RowFilter], View] = answer.derived.setdefault("pages", {})
-    wanted = (order, row_filter)
-    view = views.pop(wanted, None)
+    name = _view_name(order, row_filter)
+    view: View | None = answer.views.get(name)
     if view is None:
         view = await _sorted(answer, order, row_filter)
-        while len(views) >= VIEWS_PER_LIST:
-            del views[next(iter(views))]
-    views[wanted] = view  # last: the most recently used
+        nbytes = sys.getsizeof(view.rows) + _VIEW_OVERHEAD
+        answer.views.put(name, view, nbytes=nbytes, keep=VIEWS_PER_LIST)
     return view
+
+
+def _view_name(order: Order, row_filter: RowFilter) -> str:
+    """A digest of the normalised order and filter (as a cursor signs them): equal inputs
+    share a view, and however large a client's filter, the list keeps 64 characters of it."""
+    keys = [[key.field, key.descending] for key in order]
+    return hashlib.sha256(orjson.dumps([keys, row_filter.canonical()])).hexdigest()
 
 
 async def _sorted(answer: SnapshotList, order: Order, row_filter: RowFilter) -> View:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from snapgraph.cache import CachedList, SnapshotCache
+from snapgraph.cache import CachedList, SnapshotCache, Views
 from snapgraph.errors import NotAuthenticated, UpstreamError
 from snapgraph.lanes import SLICE, heavy_lane
 from snapgraph.upstream.client import UpstreamClient
@@ -38,15 +38,15 @@ class SnapshotList:
     not, and, when it was served from a stale cache entry because the upstream failed, its age.
     `version` names the upstream answer it came from (cache key and fetch): two lists with the
     same version hold the same rows. `owner` is the cache key it was fetched under: who asked
-    (an HMAC of their credentials, never a credential) and for which `type`. `derived` keeps
-    what is computed from the rows (sorted views for pages) as long as the list is kept."""
+    (an HMAC of their credentials, never a credential) and for which `type`. `views` keeps
+    the sorted views pages are cut from: the cache entry's own, counted and dropped with it."""
 
     rows: Sequence[Sequence[Any]]
     broken: tuple[BrokenItem, ...] = ()
     stale_age: float | None = None
     version: str = ""
     owner: str = ""
-    derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    views: Views = field(default_factory=Views, compare=False, repr=False)
 
     @cached_property
     def _by_id(self) -> dict[str, Sequence[Any]]:
@@ -153,6 +153,7 @@ def _answer_of(key: str, entry: CachedList) -> SnapshotList:
     answer = entry.derived.get(_VIEW)
     if answer is None:
         broken = tuple(BrokenItem(index, id_, tuple(fields)) for index, id_, fields in entry.broken)
-        answer = SnapshotList(entry.items, broken, None, f"{key}:{entry.fetch_id}", key)
+        version = f"{key}:{entry.fetch_id}"
+        answer = SnapshotList(entry.items, broken, None, version, key, entry.views)
         entry.derived[_VIEW] = answer
     return replace(answer, stale_age=entry.age) if entry.stale else answer
