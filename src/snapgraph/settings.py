@@ -135,7 +135,8 @@ class Settings:
     cache_max_bytes: int = _setting(
         128 << 20,
         "Most bytes the in-process cache holds (entries' JSON text); least recently used go "
-        "first. Decoded entries for fast hits take about a third of it more.",
+        "first. Decoded entries for fast hits, and the sorted views pages are cut from, "
+        "take about a third of it more.",
     )
     response_cache_max_bytes: int = _setting(
         32 << 20,
