@@ -117,7 +117,14 @@ def start_served_gateway(servers: ExitStack) -> Callable[..., Gateway]:
         app = create_app(
             Settings.from_environ({}, upstream_url=upstream_url, **settings), transport=transport
         )
-        gateway = Gateway(servers.enter_context(serve_in_thread(app)), app)
+        gateway = Gateway(
+            servers.enter_context(
+                serve_in_thread(
+                    app, settings=Settings.from_environ({}, upstream_url=upstream_url, **settings)
+                )
+            ),
+            app,
+        )
         servers.callback(gateway.http.close)
         return gateway
 

@@ -46,6 +46,7 @@ from snapgraph.upstream.client import UpstreamClient
 from snapgraph.upstream.resilience import CircuitBreaker, RetryPolicy
 from snapgraph.web import graphiql
 from snapgraph.web.endpoint import GraphQLEndpoint
+from snapgraph.web.http_limits import BodyTimeoutMiddleware
 from snapgraph.web.persisted_queries import PersistedQueries, load_safelist
 from snapgraph.web.request_id import RequestIdMiddleware
 
@@ -131,6 +132,7 @@ def create_app(
             expose_headers=["X-Request-ID"],
             max_age=600,
         )
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.http_body_timeout)
     # Outermost, so every answer (404s, probes, the explorer, CORS preflights) carries it.
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -33,6 +33,7 @@ from snapgraph.errors import ConfigError
 from snapgraph.settings import Settings, env_name
 from snapgraph.shutdown import DrainingServer, DrainingSupervisor, drain_on_signal
 from snapgraph.tracing import tracing_from_environ
+from snapgraph.web.http_limits import server_config
 
 WORKER_APP = "snapgraph.workers:worker_app"
 
@@ -109,8 +110,9 @@ def _metrics_port(settings: Settings, directory: str) -> Iterator[None]:
 def _config(
     app: FastAPI | str, settings: Settings, *, factory: bool = False, workers: int | None = None
 ) -> uvicorn.Config:
-    return uvicorn.Config(
+    return server_config(  # with the HTTP server's limits from settings
         app,
+        settings,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
