@@ -66,6 +66,10 @@ class Report:
     server_errors: int = 0
     transport_errors: int = 0
     leaks: int = 0
+    uncoded: int = 0  # answers that were neither full nor stale and named no error code
+    # Users who had a full answer before the upstream stopped, yet none (full or stale)
+    # while it was down: what the stale window exists to prevent.
+    unserved_in_outage: list[int] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
     upstream_calls: int = 0
     calls_per_user_per_ttl: float = 0.0
@@ -81,7 +85,8 @@ class Report:
             f"({100 * self.answered / max(1, self.requests):.2f}%), of them stale {self.stale}",
             f"5xx {self.server_errors}, transport errors {self.transport_errors}, "
             f"GraphQL error codes {dict(self.codes) or 'none'}",
-            f"cross-user leaks {self.leaks}",
+            f"cross-user leaks {self.leaks}, answers without a code {self.uncoded}, "
+            f"users unserved during the upstream outage {self.unserved_in_outage or 'none'}",
             f"upstream calls {self.upstream_calls}: {self.calls_per_user_per_ttl:.2f} per user "
             f"per {TTL:g} s TTL (1.00 = one call per user per TTL for the whole fleet)",
             f"recovery after each fault: {recovered}",
@@ -313,12 +318,30 @@ def _report(outcomes: list[Outcome], faults: dict[str, float], log: Path) -> Rep
         report.server_errors += outcome.status >= 500
         report.transport_errors += outcome.status == 0
         report.leaks += outcome.leak
+        report.uncoded += outcome.status == 200 and not (
+            outcome.ok or outcome.stale or outcome.codes
+        )
         report.codes.update(outcome.codes)
     calls = [line for line in log.read_text().splitlines() if line.startswith("key-")]
     report.upstream_calls = len(calls)
     report.calls_per_user_per_ttl = len(calls) / (USERS * DURATION / TTL)
     report.recovery_seconds = _recoveries(outcomes, faults)
+    report.unserved_in_outage = _unserved_in_outage(outcomes, faults["upstream stopped"])
     return report
+
+
+def _unserved_in_outage(outcomes: list[Outcome], stopped_at: float) -> list[int]:
+    """Users answered in full before the upstream stopped who got no answer, full or stale,
+    while it was down. Counted per user, not per request: on a busy machine one request may
+    land on a replica that lost its Redis connection for a moment and has no copy of its
+    own (an UPSTREAM_UNAVAILABLE, coded), and the user's next request is served stale."""
+    before = {o.user for o in outcomes if o.at < stopped_at and o.ok}
+    during = {
+        o.user
+        for o in outcomes
+        if stopped_at <= o.at < stopped_at + UPSTREAM_DOWN and (o.ok or o.stale)
+    }
+    return sorted(before - during)
 
 
 def _recoveries(outcomes: list[Outcome], faults: dict[str, float]) -> dict[str, float | None]:
