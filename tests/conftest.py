@@ -361,12 +361,13 @@ class FaultyUpstream:
     def respond_by_credential(
         self, answers: dict[str, tuple[int, str]], default: tuple[int, str]
     ) -> None:
-        """Answer each X-API-Key in `answers` its own way, every other caller `default`."""
+        """Answer each key in `answers` (as X-API-Key or bearer token) its own way, every
+        other caller `default`."""
         self.by_key = {key: (status, body.encode()) for key, (status, body) in answers.items()}
         self.respond(*default)
 
     def calls_by_credential(self, api_key: str) -> int:
-        return sum(1 for headers in self.received if headers.get("x-api-key") == api_key)
+        return sum(1 for headers in self.received if _caller_key(headers) == api_key)
 
     def app(self) -> Any:
         import asyncio
@@ -382,12 +383,16 @@ class FaultyUpstream:
                 await asyncio.sleep(self.delay)
             if not self._answering.is_set():
                 await asyncio.to_thread(self._answering.wait)
-            status, body = self.by_key.get(
-                request.headers.get("x-api-key", ""), (self.status, self.body)
-            )
+            status, body = self.by_key.get(_caller_key(request.headers), (self.status, self.body))
             return Response(body, status_code=status, headers=self.headers)
 
         return Starlette(routes=[Route("/v1/snapshots", snapshots)])
+
+
+def _caller_key(headers: Any) -> str:
+    """The key a request carries, as X-API-Key or as a bearer token (any scheme casing)."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return str(headers.get("x-api-key") or (token if scheme.lower() == "bearer" else ""))
 
 
 @pytest.fixture

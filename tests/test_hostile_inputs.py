@@ -211,3 +211,42 @@ def test_anonymous_callers_cannot_take_the_operation_labels(
     metrics = gateway.http.get("/metrics").text
     assert 'operation="Anon' not in metrics
     assert 'operation="Mine"' in metrics
+
+
+def test_one_user_spelling_a_credential_many_ways_is_still_one_caller(
+    faulty: FaultyUpstream, start_gateway: Any
+) -> None:
+    """An upstream that answers 500 to one user's list: however that user spells the key
+    (header, bearer token, scheme casing) and whichever list type, the breaker stays closed
+    for everyone else."""
+    faulty.respond_by_credential({"demo-alice-key": (500, "{}")}, default=(200, "[]"))
+    gateway = start_gateway(faulty.url, cache_ttl=0, upstream_retries=0)
+    spellings = [
+        {"X-API-Key": "demo-alice-key"},
+        {"Authorization": "Bearer demo-alice-key"},
+        {"Authorization": "bearer demo-alice-key"},
+        {"X-API-Key": "demo-alice-key", "Authorization": "BEARER demo-alice-key"},
+    ]
+    for headers in spellings:
+        for list_type in ("", "(type: USER)", "(type: SYSTEM)"):
+            gateway.post(f"{{ snapshots{list_type} {{ id }} }}", headers)
+    assert gateway.http.get("/readyz").json()["upstreamCircuit"] == "closed"
+    assert gateway.query("{ snapshots { id } }", BOB_KEY) == {"data": {"snapshots": []}}
+
+
+def test_one_users_slow_list_does_not_open_the_breaker(
+    faulty: FaultyUpstream, start_gateway: Any
+) -> None:
+    faulty.respond(200, "[]", delay=1.5)
+    gateway = start_gateway(
+        faulty.url,
+        cache_ttl=0,
+        upstream_retries=0,
+        upstream_deadline=0.5,
+        upstream_breaker_failures=2,
+    )
+    for _ in range(4):
+        result = gateway.query("{ snapshots { id } }", ALICE_KEY)
+        assert codes(result) == {"UPSTREAM_UNAVAILABLE"}
+    ready = gateway.http.get("/readyz").json()
+    assert ready["upstreamCircuit"] == "closed" and ready["upstream"] != "down", ready

@@ -129,6 +129,22 @@ class Views:
             self._counter(by)
 
 
+def caller_identity(secret: bytes, credentials: Credentials) -> str:
+    """Who is asking, for the circuit breaker: an HMAC of the credential's value alone, so one
+    key sent as `X-API-Key`, as a bearer token, or both, for any list type, is one caller (a
+    caller must not pass for several by spelling one credential several ways)."""
+    values = {credentials.api_key, _bearer_token(credentials.authorization)} - {None}
+    seed = orjson.dumps(["caller", sorted(value for value in values if value is not None)])
+    return hmac.new(secret, seed, hashlib.sha256).hexdigest()
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else authorization
+
+
 @dataclass(frozen=True)
 class CachedList:
     """An upstream answer as cached: checked rows, the report of broken items, when and for
@@ -264,6 +280,10 @@ class SnapshotCache:
     def key_for(self, credentials: Credentials, list_type: str | None) -> str:
         """`cache_key` under this cache's secret (the one that also signs its entries)."""
         return cache_key(self._secret, credentials, list_type)
+
+    def caller_of(self, credentials: Credentials) -> str:
+        """`caller_identity` under this cache's secret."""
+        return caller_identity(self._secret, credentials)
 
     async def load(
         self, key: str, fetch: Fetch, *, list_type: str | None, refresh: bool = False

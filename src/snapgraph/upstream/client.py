@@ -167,7 +167,7 @@ class UpstreamClient:
         with self._tracing.upstream_fetch(url, headers) as span:
             answer = await self._send_with_retries(params, headers, request_id, caller)
             span.answered(answer.status, resends=answer.resends)
-        self.health.note(up=answer.status < 500)
+        self.health.note(up=answer.status not in RETRY_STATUSES)
         elapsed = time.perf_counter() - started
         self._observe(str(answer.status), elapsed)
         logger.info(
@@ -213,8 +213,13 @@ class UpstreamClient:
                     if await self._wait_to_retry(attempt, retry_after, deadline_at):
                         attempt += 1
                         continue
-                # A 401 or 404: the upstream works.
-                self.breaker.record(ok=answer.status < 500, caller=caller)
+                # A 401 or 404: the upstream works. A 502, 503 or 504 is its infrastructure
+                # saying it is out; a 500 may be about this caller's data alone.
+                self.breaker.record(
+                    ok=answer.status < 500,
+                    caller=caller,
+                    outage=answer.status in RETRY_STATUSES,
+                )
                 return replace(answer, resends=attempt)
         finally:
             self.breaker.release()  # a probe that ended without a verdict (cancelled, too big)
@@ -267,12 +272,11 @@ class UpstreamClient:
                     await response.aclose()
             return UpstreamAnswer(response.status_code, response.headers, body)
         except TimeoutError as exc:
-            self.health.note(up=False)
+            # Not an outage by itself: one caller's list may be the slow one (the breaker
+            # blames the upstream when several callers' fetches fail).
             self._observe("timeout", time.perf_counter() - started)
             logger.warning("upstream deadline passed [request %s]", request_id)
-            deadline_passed = UpstreamUnavailable()
-            deadline_passed.outage = True
-            raise deadline_passed from exc
+            raise UpstreamUnavailable() from exc
         except httpx.LocalProtocolError as exc:
             # httpx refused to send what the caller gave us (a header value no HTTP request
             # may carry): the caller's fault, never the upstream's. The endpoint refuses such
@@ -280,16 +284,18 @@ class UpstreamClient:
             logger.info("upstream request not sendable [request %s]", request_id)
             raise UpstreamUnauthenticated() from exc
         except httpx.HTTPError as exc:
-            self.health.note(up=False)
             outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport_error"
             self._observe(outcome, time.perf_counter() - started)
             logger.warning("upstream %s [request %s]", type(exc).__name__, request_id)
             error = UpstreamUnavailable()
             # Never connected: the GET cannot have reached the upstream, trying again is safe.
             error.retryable = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-            # A connection that dropped mid-exchange may be about what this caller sent (a
-            # header the upstream's server refuses by closing): not the upstream's outage.
-            error.outage = error.retryable or isinstance(exc, httpx.TimeoutException)
+            # Only a connection never made is the upstream's outage for certain: one that
+            # dropped mid-exchange or answered too slowly may be about this caller's request
+            # (a header its server refuses by closing, a list slow to build).
+            error.outage = error.retryable
+            if error.outage:
+                self.health.note(up=False)
             raise error from exc
         except UpstreamBadResponse:
             self._observe("too_large", time.perf_counter() - started)

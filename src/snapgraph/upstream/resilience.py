@@ -38,13 +38,14 @@ class RetryPolicy:
 class CircuitBreaker:
     """closed -> (failures in a row) -> open -> (reset_seconds) -> half-open -> one probe.
 
-    It measures the upstream, not one caller: a 5xx may be about one caller's data (a list
-    the upstream cannot serialize), so failures open it for everyone only when they come from
-    at least `callers` different callers, or when any of them is an outage (the connection
-    failed or timed out: nothing about the caller in that). A caller whose own fetches keep
-    failing is backed off alone, for `reset_seconds`, after `failures` in a row.
-    `caller` is an opaque name (the cache key: an HMAC, never a credential); None means
-    "not a caller's fetch" (a probe of our own), which counts as the upstream's.
+    It measures the upstream, not one caller: a 500 or a slow answer may be about one caller's
+    data (a list the upstream cannot serialize, or builds slowly), so such failures open it
+    for everyone only when they come from at least `callers` different callers; an outage
+    (no connection at all, or a 502/503/504 from the upstream's infrastructure) counts
+    whoever asked. A caller whose own fetches keep failing is backed off alone, for
+    `reset_seconds`, after `failures` in a row. `caller` is an opaque name for who asks
+    (an HMAC of their credential's value, whichever header and list type carried it; never a
+    credential); None means "not a caller's fetch", which counts as the upstream's.
     """
 
     def __init__(

@@ -109,7 +109,10 @@ class SnapshotSource:
             started = time.perf_counter()
             try:
                 items = await self._client.list_snapshots(
-                    self._credentials, list_type, request_id=self._request_id, caller=key
+                    self._credentials,
+                    list_type,
+                    request_id=self._request_id,
+                    caller=self._cache.caller_of(self._credentials),
                 )
             except UpstreamError as exc:
                 self._note_fetch(exc.code, started)

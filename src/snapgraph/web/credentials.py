@@ -30,7 +30,7 @@ def edge_credentials(headers: Mapping[str, str]) -> tuple[Credentials, bool]:
     """The caller's `Authorization` and `X-API-Key`, optional whitespace stripped (an empty
     value is no value); `sendable` is False when either holds what no header may carry, or
     is longer than `MAX_CREDENTIAL_CHARS`."""
-    authorization = _normalised(headers.get("authorization"))
+    authorization = _with_canonical_scheme(_normalised(headers.get("authorization")))
     api_key = _normalised(headers.get("x-api-key"))
     sendable = all(_sendable(value) for value in (authorization, api_key))
     return Credentials(authorization=authorization, api_key=api_key), sendable
@@ -40,6 +40,17 @@ def _sendable(value: str | None) -> bool:
     return value is None or (
         len(value) <= MAX_CREDENTIAL_CHARS and _SENDABLE.fullmatch(value) is not None
     )
+
+
+def _with_canonical_scheme(authorization: str | None) -> str | None:
+    """`bearer x` and `BEARER   x` as `Bearer x`: an auth scheme is case-insensitive (RFC 9110,
+    section 11.1), so the same token is one caller, one cache entry, whatever its spelling."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip(_OPTIONAL_WHITESPACE):
+        return authorization
+    return "Bearer " + token.lstrip(_OPTIONAL_WHITESPACE)
 
 
 def _normalised(value: str | None) -> str | None:
