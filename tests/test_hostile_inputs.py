@@ -250,3 +250,59 @@ def test_one_users_slow_list_does_not_open_the_breaker(
         assert codes(result) == {"UPSTREAM_UNAVAILABLE"}
     ready = gateway.http.get("/readyz").json()
     assert ready["upstreamCircuit"] == "closed" and ready["upstream"] != "down", ready
+
+
+def test_a_document_is_bounded_by_its_length_and_an_anonymous_one_by_fewer_tokens(
+    gateway: Gateway,
+) -> None:
+    comment = "#" + "x" * 40_000 + "\n{ __typename }"
+    assert codes(gateway.query(comment, ALICE_KEY)) == {"MAX_DOCUMENT_SIZE_LIMIT"}
+    wide = "{ " + "__typename " * 1_001 + "}"
+    (error,) = gateway.query(wide)["errors"]
+    assert error["extensions"] == {"code": "MAX_TOKENS_LIMIT", "limit": 1_000}
+    assert codes(gateway.query(wide, ALICE_KEY)) != {"MAX_TOKENS_LIMIT"}  # 5,000 with one
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ " + " ".join(f"a{n}: __schema {{ queryType {{ name }} }}" for n in range(4)) + " }",
+        "query { ...S ...S ...S ...S } fragment S on Query { __schema { queryType { name } } }",
+    ],
+    ids=["aliases", "fragment-spreads"],
+)
+def test_introspection_is_asked_a_few_times_per_operation_at_most(
+    gateway: Gateway, query: str
+) -> None:
+    assert codes(gateway.query(query)) == {"MAX_INTROSPECTION_LIMIT"}
+    once = gateway.query("{ __schema { queryType { name } } }")
+    assert once == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
+
+
+def test_deeply_nested_literals_are_refused_before_graphql_core_prints_them(
+    gateway: Gateway,
+) -> None:
+    nested = "[" * 60 + '"x"' + "]" * 60
+    result = measured(gateway, {"query": f"{{ snapshot(id: {nested}) {{ id }} }}"}, ALICE_KEY)
+    assert codes(result) == {"BAD_USER_INPUT"}
+    assert len(json.dumps(result)) < 2_000  # not the value printed at every level
+
+
+def test_a_made_up_key_registers_no_apq_document_and_takes_no_label(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    fake = {"X-API-Key": "made-up"}
+    for n in range(60):
+        document = f"query Squat{n} {{ __typename }}"
+        extensions = {"persistedQuery": {"version": 1, "sha256Hash": _sha256(document)}}
+        assert gateway.query(document, fake, extensions=extensions)["data"]
+    store = gateway.app.state.gateway.persisted_queries
+    assert store.stored_bytes == 0
+    metrics = gateway.http.get("/metrics").text
+    assert 'operation="Squat' not in metrics
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()

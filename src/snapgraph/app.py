@@ -238,6 +238,7 @@ def _start_gateway(
         document_limits(settings),
         max_tokens=settings.max_tokens,
         inputs=input_limits(settings),
+        max_chars=settings.max_document_chars,
     )
     # With caching off every fetch is new, so no stored answer could ever be served again.
     response_bytes = settings.response_cache_max_bytes if settings.cache_ttl > 0 else 0

@@ -64,6 +64,8 @@ _LIMIT_CODES = {
     "MAX_SELECTIONS_LIMIT",
     "MAX_TOKENS_LIMIT",
     "MAX_VALIDATION_WORK_LIMIT",
+    "MAX_INTROSPECTION_LIMIT",
+    "MAX_DOCUMENT_SIZE_LIMIT",
     "CLIENT_CLOSED_REQUEST",  # web/endpoint.py: the caller hung up mid-request
 }
 

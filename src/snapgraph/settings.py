@@ -190,7 +190,16 @@ class Settings:
     max_selections: int = _setting(
         2_000, "Most field selections a document may have once its fragments are expanded."
     )
-    max_tokens: int = _setting(5_000, "Most lexical tokens a document may have.")
+    max_tokens: int = _setting(
+        5_000,
+        "Most lexical tokens a document may have; a caller without a credential, who can "
+        "only ask for schema fields, at most 1,000 (GraphiQL's introspection query has 200).",
+    )
+    max_document_chars: int = _setting(
+        32_768,
+        "Most characters a document may have, comments and strings included: refused "
+        "before it is parsed (MAX_DOCUMENT_SIZE_LIMIT).",
+    )
     max_representations: int = _setting(
         5_000, "Most _entities representations one federation request may send."
     )
@@ -467,6 +476,7 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("max_aliases", lambda v: v >= 0, "must be 0 or more"),
     ("max_selections", lambda v: v >= 1, "must be at least 1"),
     ("max_tokens", lambda v: v >= 1, "must be at least 1"),
+    ("max_document_chars", lambda v: v >= 1024, "must be at least 1024"),
     ("max_representations", lambda v: v >= 1, "must be at least 1"),
     ("max_result_values", lambda v: v >= 1, "must be at least 1"),
     ("max_page_size", lambda v: v >= 1, "must be at least 1"),

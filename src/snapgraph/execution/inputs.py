@@ -38,12 +38,14 @@ from graphql import (
     ListValueNode,
     NamedTypeNode,
     NonNullTypeNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     StringValueNode,
     TypeNode,
     VariableNode,
 )
+from graphql.language import SKIP, VisitorAction
 
 from snapgraph.errors import VariablesInvalid
 
@@ -52,6 +54,9 @@ from snapgraph.errors import VariablesInvalid
 PUBLIC_ROOT_FIELDS = frozenset({"__typename", "__schema", "__type", "_service"})
 # The federation router's batch variable: its list is capped by `max_representations`.
 REPRESENTATIONS_TYPE = "_Any"
+# Lists and objects written in the document, one inside another: this schema's deepest input
+# is three (filter -> createdAt -> min); a representation's own fields may add a few.
+MAX_VALUE_NESTING = 8
 
 
 @dataclass(frozen=True)
@@ -218,15 +223,45 @@ class InputLiteralRule(ASTValidationRule):
 
     limits: ClassVar[InputLimits]
     _list_limit: int | None = None
+    _nesting = 0
+
+    def enter_operation_definition(self, node: OperationDefinitionNode, *_args: Any) -> None:
+        declared = len(node.variable_definitions or ())
+        if declared > self.limits.max_list_items:
+            self._report(
+                node, f"The operation declares more than {self.limits.max_list_items} variables."
+            )
+
+    def enter_object_value(self, node: ObjectValueNode, *_args: Any) -> VisitorAction:
+        return self._nest(node)
+
+    def leave_object_value(self, *_args: Any) -> None:
+        self._nesting -= 1
+
+    def leave_list_value(self, *_args: Any) -> None:
+        self._nesting -= 1
+
+    def _nest(self, node: Any) -> VisitorAction:
+        """Values nested past `MAX_VALUE_NESTING` are refused and not entered: graphql-core's
+        own check of such a value prints it whole at every level (a 8.6 KB literal made a
+        520 KB error)."""
+        self._nesting += 1
+        if self._nesting > MAX_VALUE_NESTING:
+            self._report(node, f"A value in the document is nested over {MAX_VALUE_NESTING} deep.")
+            self._nesting -= 1
+            return SKIP
+        return None
 
     def enter_argument(self, node: ArgumentNode, *_args: Any) -> None:
         batch = node.name.value == "representations"
         self._list_limit = self.limits.max_representations if batch else None
 
-    def enter_list_value(self, node: ListValueNode, *_args: Any) -> None:
+    def enter_list_value(self, node: ListValueNode, *_args: Any) -> VisitorAction:
         limit = self._list_limit or self.limits.max_list_items
         if len(node.values) > limit:
             self._report(node, f"A list in the document has more than {limit} items.")
+            return SKIP
+        return self._nest(node)
 
     def enter_string_value(self, node: StringValueNode, *_args: Any) -> None:
         if len(node.value) > self.limits.max_string_length:

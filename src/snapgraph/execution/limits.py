@@ -43,6 +43,9 @@ class DocumentLimits:
     max_aliases: int = 50
     max_selections: int = 2000
     introspection: bool = True
+    # `__schema` and `__type` root fields per operation, fragments expanded: a tool asks for
+    # the schema once (GraphiQL: one `__schema`); fifty aliases of it are a 1.4 MB answer.
+    max_introspection: int = 3
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,6 +105,7 @@ class _Cost:
     depth: int
     aliases: int
     selections: int
+    introspection: int = 0
 
 
 @dataclass
@@ -111,6 +115,7 @@ class _Summary:
     depth: int = 0
     aliases: int = 0
     selections: int = 0
+    introspection: int = 0  # `__schema`/`__type` among its own fields at its top level
     spreads: list[tuple[str, int]] = field(default_factory=list)
 
 
@@ -128,6 +133,7 @@ def _add_selections(selection_set: SelectionSetNode, level: int, summary: _Summa
             summary.depth = max(summary.depth, level + 1)
             summary.aliases += selection.alias is not None
             summary.selections += 1
+            summary.introspection += level == 0 and selection.name.value in INTROSPECTION_FIELDS
             if selection.selection_set is not None:
                 _add_selections(selection.selection_set, level + 1, summary)
         elif isinstance(selection, InlineFragmentNode):
@@ -179,6 +185,7 @@ def _dependencies_first(summaries: dict[str, _Summary]) -> list[str]:
 def _total(summary: _Summary, fragments: dict[str, _Cost], limits: DocumentLimits) -> _Cost:
     """`summary` with its spreads expanded; unknown (or cyclic) fragments count as nothing."""
     depth, aliases, selections = summary.depth, summary.aliases, summary.selections
+    introspection = summary.introspection
     for name, level in summary.spreads:
         spread = fragments.get(name)
         if spread is not None:
@@ -186,10 +193,15 @@ def _total(summary: _Summary, fragments: dict[str, _Cost], limits: DocumentLimit
             depth = max(depth, level + spread.depth)
             aliases = min(aliases + spread.aliases, limits.max_aliases + 1)
             selections = min(selections + spread.selections, limits.max_selections + 1)
+            if level == 0:  # a fragment's top-level fields are the spread's root fields
+                introspection = min(
+                    introspection + spread.introspection, limits.max_introspection + 1
+                )
     return _Cost(
         depth,
         min(aliases, limits.max_aliases + 1),
         min(selections, limits.max_selections + 1),
+        min(introspection, limits.max_introspection + 1),
     )
 
 
@@ -209,6 +221,13 @@ def _errors(
             f"{name} uses more than {limits.max_aliases} aliases, counting each fragment "
             f"spread in full; the limit is {limits.max_aliases}.",
             "MAX_ALIASES_LIMIT",
+        ),
+        (
+            cost.introspection > limits.max_introspection,
+            f"{name} asks for `__schema` or `__type` more than {limits.max_introspection} "
+            f"times, counting each fragment spread in full; the limit is "
+            f"{limits.max_introspection}.",
+            "MAX_INTROSPECTION_LIMIT",
         ),
         (
             cost.selections > limits.max_selections,

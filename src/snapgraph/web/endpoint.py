@@ -61,6 +61,8 @@ PRIVATE_HEADERS = {
 }
 
 
+# Codes that say the upstream did not take the caller's credential.
+_REFUSED_CREDENTIAL = frozenset({"UNAUTHENTICATED", "FORBIDDEN"})
 # What nginx calls a request whose client closed the connection before the answer.
 CLIENT_CLOSED_REQUEST = 499
 _UNEXPECTED = {"message": "Unexpected error.", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
@@ -132,7 +134,7 @@ class GraphQLEndpoint:
         graphql_request = resolved.request
         if graphql_request.query is None:
             raise BadRequest("The request has no GraphQL document ('query').")
-        prepared = gateway.documents.prepare(graphql_request.query)
+        prepared = gateway.documents.prepare(graphql_request.query, anonymous=not usable)
         operation = prepared.operation(graphql_request.operation_name)
         if request.method == "GET" and operation.operation != OperationType.QUERY:
             raise OperationNotAllowed()
@@ -146,9 +148,6 @@ class GraphQLEndpoint:
             graphql_request.query,
         )
         gateway.documents.validate(prepared)
-        if resolved.pending_registration is not None:
-            gateway.persisted_queries.remember(*resolved.pending_registration)
-        request.state.access["credentialed"] = usable
         if needs_credentials(prepared.document, operation, graphql_request.variables):
             if not sendable:
                 raise CredentialsRequired.unsendable()
@@ -162,10 +161,18 @@ class GraphQLEndpoint:
             variables=variables,
             operation_name=graphql_request.operation_name,
         )
+        outcome = context.snapshots.outcome()
+        # The upstream took the credential (a list was served): only then may the caller
+        # register an APQ document or give an operation a metrics label. A made-up key, or
+        # none, must not fill the APQ store or take the labels.
+        verified = bool(outcome) and not _REFUSED_CREDENTIAL.intersection(context.error_codes)
+        if verified and resolved.pending_registration is not None:
+            gateway.persisted_queries.remember(*resolved.pending_registration)
         request.state.access.update(
             answered_by=context.answered_by,
             error_codes=list(context.error_codes),
-            **context.snapshots.outcome(),
+            credentialed=verified,
+            **outcome,
         )
         return body
 
