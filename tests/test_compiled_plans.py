@@ -690,3 +690,21 @@ def test_an_answer_nulled_by_a_refused_page_reports_alike_cold_or_warm() -> None
     assert fast == general
     assert json.loads(fast)["data"] is None
     assert [error["path"] for error in json.loads(fast)["errors"]] == [["c"]]
+
+
+def test_past_four_views_in_one_request_both_paths_refuse_the_fifth_alike() -> None:
+    orders = ["NAME", "STATUS", "SIZE_BYTES", "CREATED_AT", "UPDATED_AT"]
+    aliases = " ".join(
+        f"v{n}: snapshotsConnection(orderBy: [{{field: {field}}}], first: 2) {{ totalCount }}"
+        for n, field in enumerate(orders)
+    )
+    harness = Harness([item(n) for n in range(1, 30)])
+    fast, general = run(harness.both(f"{{ {aliases} }}"))
+    assert fast == general
+    body = json.loads(fast)
+    assert [error["path"] for error in body["errors"]] == [["v4"]]
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    harness = Harness([item(n) for n in range(1, 30)])
+    same_view_twice = aliases.replace("UPDATED_AT", "NAME")  # v4 reads v0's view again
+    fast, general = run(harness.both(f"{{ {same_view_twice} }}"))
+    assert fast == general and b"errors" not in fast

@@ -306,3 +306,19 @@ def _sha256(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_representations_are_counted_over_every_entities_field_of_a_request(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    batch = [{"__typename": "Snapshot", "id": f"s{n}"} for n in range(2_000)]
+    fields = " ".join(
+        f"e{n}: _entities(representations: $r) {{ ... on Snapshot {{ id }} }}" for n in range(4)
+    )
+    result = measured(
+        gateway,
+        {"query": f"query ($r: [_Any!]!) {{ {fields} }}", "variables": {"r": batch}},
+        ALICE_KEY,
+    )
+    assert codes(result) == {"BAD_USER_INPUT"}
+    assert "6000 representations in this request" in result["errors"][0]["message"]

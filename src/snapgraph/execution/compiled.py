@@ -22,7 +22,7 @@ from graphql.execution import VariableValues, get_argument_values, get_variable_
 
 from snapgraph.errors import AnswerTooLarge, BadUserInput, UpstreamBadResponse
 from snapgraph.execution.plan import CONNECTION, TYPENAME, PageShape, Plan, RootGroup
-from snapgraph.graph.connection import PageQuery, load_page, page_query
+from snapgraph.graph.connection import PageQuery, count_view, load_page, page_query
 from snapgraph.graph.context import Context
 from snapgraph.graph.pages import Page
 from snapgraph.graph.reports import (
@@ -90,6 +90,9 @@ async def start_plan(
             page_query(group_arguments, context.max_page_size) if group.name == CONNECTION else None
             for group, group_arguments in zip(groups, arguments, strict=True)
         ]
+        for query in queries:
+            if query is not None:
+                count_view(context.views, query)  # as the resolvers do, in the same order
     except (GraphQLError, BadUserInput):
         # A null given for a defaulted variable in a non-null place passes validation, then
         # fails here, as does a page size out of bounds; graphql-core reports both (and the

@@ -290,6 +290,28 @@ def _bounds(range_: Mapping[str, Any] | None, name: str) -> Bounds:
     return Bounds(range_.get("min"), range_.get("max"))
 
 
+# Different views (list type, order, filter) one request may read pages of. A page UI shows
+# one or two; each new view of a 10,000-item list costs some 10-40 ms to sort, so fifty
+# aliases each with its own order must not make one request sort fifty times.
+VIEWS_PER_REQUEST = 4
+
+
+def count_view(seen: set[Any], query: PageQuery) -> None:
+    """Note the view `query` reads among those of its request; BadUserInput past
+    `VIEWS_PER_REQUEST`. Called in document order on both paths, before anything is fetched,
+    whether or not the view is already kept."""
+    view = (query.snapshot_type, query.order, query.row_filter)
+    if view in seen:
+        return
+    if len(seen) >= VIEWS_PER_REQUEST:  # not added: a second pass counts the same
+        raise BadUserInput(
+            f"A request may read pages of at most {VIEWS_PER_REQUEST} different `type`, "
+            "`filter` and `orderBy` combinations; send the others in another request.",
+            limit=VIEWS_PER_REQUEST,
+        )
+    seen.add(view)
+
+
 async def load_page(answer: SnapshotList, query: PageQuery, secret: bytes, max_size: int) -> Page:
     """The page `query` asks for, out of `answer`; BadUserInput for a cursor that is not
     this caller's for this list type, order and filter."""

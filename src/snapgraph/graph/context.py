@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import strawberry
 
@@ -39,6 +39,8 @@ class Context:
     snapshots: SnapshotSource
     budget: ResultBudget = field(default_factory=lambda: ResultBudget(300_000))
     max_representations: int = 5_000
+    representations_seen: int = 0  # over every `_entities` field of the request
+    views: set[Any] = field(default_factory=set)  # pages' views read (graph/connection.py)
     # Pages (`snapshotsConnection`): the largest `first`/`last`, and the key cursors are
     # signed with (graph/pages.py: `cursor_secret`).
     max_page_size: int = 100

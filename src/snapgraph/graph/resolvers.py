@@ -12,6 +12,7 @@ from snapgraph.graph.connection import (
     SnapshotFilter,
     SnapshotOrder,
     coerced_form,
+    count_view,
     load_page,
     page_query,
 )
@@ -120,6 +121,7 @@ class Query:
         )
         context = info.context
         query = page_query(arguments, context.max_page_size)  # refused before any fetch
+        count_view(context.views, query)
         answer = await context.snapshots.snapshots(upstream_type(query.snapshot_type))
         page = await load_page(answer, query, context.cursor_secret, context.max_page_size)
         context.budget.charge(
