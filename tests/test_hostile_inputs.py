@@ -322,3 +322,21 @@ def test_representations_are_counted_over_every_entities_field_of_a_request(
     )
     assert codes(result) == {"BAD_USER_INPUT"}
     assert "6000 representations in this request" in result["errors"][0]["message"]
+
+
+def test_an_answer_over_the_byte_limit_is_dropped_not_sent(
+    faulty: FaultyUpstream, start_gateway: Any
+) -> None:
+    """The result budget counts values; a user's own long names make long values."""
+    moment = "2026-01-01T00:00:00Z"
+    item = {"status": "ready", "snapshot_type": "disk", "created_at": moment, "updated_at": moment}
+    items = [{**item, "id": f"s{n}", "name": "n" * 4_000} for n in range(1_000)]
+    faulty.respond(200, json.dumps(items))
+    gateway = start_gateway(faulty.url, max_response_bytes=1 << 20)
+    response = gateway.post("{ a: snapshots { name } b: snapshots { name } }", ALICE_KEY)
+    assert codes(response.json()) == {"MAX_RESPONSE_BYTES_LIMIT"}
+    assert len(response.content) < 1_000
+    small = gateway.query(
+        "{ snapshotsConnection(first: 10) { edges { node { name } } } }", ALICE_KEY
+    )
+    assert len(small["data"]["snapshotsConnection"]["edges"]) == 10

@@ -26,6 +26,8 @@
         │       │                              or over an input limit
         │       ├── CredentialsRequired        UNAUTHENTICATED: no usable credential for an
         │       │                              operation that reads snapshots (401 / 200)
+        │       ├── ResponseTooLarge           MAX_RESPONSE_BYTES_LIMIT: built, over the byte
+        │       │                              limit, dropped
         │       └── AnswerTooLarge             MAX_RESULT_VALUES_LIMIT: refused before building
         ├── BadUserInput             BAD_USER_INPUT: a field's input is wrong (a representation)
         ├── ResultTooLarge           MAX_RESULT_VALUES_LIMIT: the answer would be too large
@@ -209,6 +211,22 @@ class CredentialsRequired(GraphQLRequestInvalid):
         from graphql import GraphQLError
 
         return cls([GraphQLError(message, extensions={"code": cls.code})])
+
+
+class ResponseTooLarge(GraphQLRequestInvalid):
+    """The serialized answer is over the byte limit: dropped, not sent nor held."""
+
+    code = "MAX_RESPONSE_BYTES_LIMIT"
+
+    @classmethod
+    def over(cls, limit: int) -> ResponseTooLarge:
+        from graphql import GraphQLError
+
+        message = (
+            f"The answer would be larger than {limit} bytes; select fewer fields or aliases, "
+            "or read the list a page at a time (snapshotsConnection)."
+        )
+        return cls([GraphQLError(message, extensions={"code": cls.code, "limit": limit})])
 
 
 class AnswerTooLarge(GraphQLRequestInvalid):

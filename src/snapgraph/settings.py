@@ -209,6 +209,12 @@ class Settings:
         "over every alias); a request over it gets MAX_RESULT_VALUES_LIMIT before anything "
         "is built.",
     )
+    max_response_bytes: int = _setting(
+        32 << 20,
+        "Most bytes of one serialized answer (the result budget counts values, not their "
+        "length: long names make long answers); over it the caller gets "
+        "MAX_RESPONSE_BYTES_LIMIT instead of an answer held in memory.",
+    )
     max_page_size: int = _setting(
         100,
         "Most items one page of snapshotsConnection may hold: `first` or `last` above it is "
@@ -480,6 +486,7 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("max_representations", lambda v: v >= 1, "must be at least 1"),
     ("max_result_values", lambda v: v >= 1, "must be at least 1"),
     ("max_page_size", lambda v: v >= 1, "must be at least 1"),
+    ("max_response_bytes", lambda v: v >= 1 << 16, "must be at least 65536"),
     ("max_list_items", lambda v: v >= 1, "must be at least 1"),
     ("max_string_length", lambda v: v >= 64, "must be at least 64"),
     ("http_header_timeout", lambda v: v > 0, "must be a number of seconds above 0"),

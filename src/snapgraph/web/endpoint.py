@@ -27,6 +27,7 @@ from snapgraph.errors import (
     NotAcceptable,
     OperationNotAllowed,
     RequestError,
+    ResponseTooLarge,
 )
 from snapgraph.execution.inputs import bounded_variables, needs_credentials
 from snapgraph.graph.context import Context, ResultBudget
@@ -161,6 +162,10 @@ class GraphQLEndpoint:
             variables=variables,
             operation_name=graphql_request.operation_name,
         )
+        if len(body) > gateway.settings.max_response_bytes:
+            # The result budget counts values, not their length; dropped here rather than
+            # held for a client that may read it slowly, or never.
+            raise ResponseTooLarge.over(gateway.settings.max_response_bytes)
         outcome = context.snapshots.outcome()
         # The upstream took the credential (a list was served): only then may the caller
         # register an APQ document or give an operation a metrics label. A made-up key, or
