@@ -1,5 +1,6 @@
 """The HTTP server's own limits (web/http_limits.py), seen from a client over a real socket: a
-head or body that stops coming, an idle connection, a head too large, too many connections.
+head or body that stops coming, an idle connection, a head too large, too many connections (in
+all, or from one address), pipelined requests piling up, an answer the client never reads.
 
 What is asserted is what a client sees (an answer, a closed connection, a refusal while it is
 still sending); a bound on a wait only catches a server that never acts. Times to the cut and
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import pickle
+import select
 import socket
 import statistics
 import threading
@@ -22,11 +25,17 @@ from typing import Any
 
 import httpx
 import pytest
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from conftest import Gateway, Upstream, wait_for
 from snapgraph import Settings
-from snapgraph.web.http_limits import HeadLimits, LimitedHttpToolsProtocol, server_config
+from snapgraph.reference.data import Dataset
+from snapgraph.web.http_limits import (
+    MAX_QUEUED_REQUESTS,
+    ConnectionLimits,
+    LimitedHttpToolsProtocol,
+    server_config,
+)
 
 # How long a test waits for the server to act before it calls the server stuck: far above
 # every limit the tests set, so that it only ever catches a limit that does not hold.
@@ -41,11 +50,20 @@ TYPENAME = json.dumps({"query": "{ __typename }"}).encode()
 
 class Client:
     """A connection to the gateway: bytes sent as given, responses read one at a time (what
-    comes after one, a pipelined answer, is kept for the next), and the server's close."""
+    comes after one, a pipelined answer, is kept for the next), and the server's close.
+    `source`: the client's own address (any of 127/8 is this machine's); `receive_buffer`:
+    its socket's, in bytes (small for a client that reads nothing)."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(
+        self, gateway: Gateway, source: str = "127.0.0.1", receive_buffer: int | None = None
+    ) -> None:
         host, port = gateway.url.removeprefix("http://").split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=BOUND)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:  # before connecting: the window is agreed then
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.bind((source, 0))
+        self.sock.settimeout(BOUND)
+        self.sock.connect((host, int(port)))
         self._unread = b""
 
     def __enter__(self) -> Client:
@@ -57,8 +75,9 @@ class Client:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        """Its status, headers (lower-cased names) and body (by Content-Length)."""
+    def response(self, pause: float = 0.0) -> tuple[int, dict[str, str], bytes]:
+        """Its status, headers (lower-cased names) and body (by Content-Length); `pause`:
+        seconds to wait between two reads of the body (a slow client)."""
         while b"\r\n\r\n" not in self._unread:
             self._receive("a whole response head")
         head, _, self._unread = self._unread.partition(b"\r\n\r\n")
@@ -66,6 +85,7 @@ class Client:
         headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
         length = int(headers["content-length"])
         while len(self._unread) < length:
+            time.sleep(pause)
             self._receive("the whole body")
         body, self._unread = self._unread[:length], self._unread[length:]
         return int(status_line.split()[1]), headers, body
@@ -80,6 +100,25 @@ class Client:
         try:
             assert self.sock.recv(1) == b"", "the server sent something instead of closing"
         except TimeoutError:
+            pytest.fail(f"the connection was still open after {BOUND} s")
+        return time.perf_counter() - started
+
+    def refused(self) -> bool:
+        """Whether the server closed this connection without answering a request sent on it
+        (the request may meet the close, and a reset)."""
+        try:
+            self.send(get("/livez"))
+            return self.sock.recv(1) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+
+    def dropped_by_server(self) -> float:
+        """Seconds until the server dropped the connection, this client reading nothing of
+        what it sent (a read would make room for more: the client would not be stalled)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        started = time.perf_counter()
+        if not poller.poll(BOUND * 1000):
             pytest.fail(f"the connection was still open after {BOUND} s")
         return time.perf_counter() - started
 
@@ -156,16 +195,18 @@ def test_a_request_line_left_half_sent_is_cut(
         print(f"cut after {client.closed_by_server():.2f} s")
 
 
-def test_a_connection_that_sends_nothing_is_cut(
+def test_a_connection_that_sends_nothing_is_closed_as_an_idle_keep_alive_one(
     start_gateway: Callable[..., Gateway], upstream: Upstream
 ) -> None:
-    gateway = start_gateway(upstream.url, **QUICK)
+    """Before its first byte a connection gets the keep-alive's grace, not a head's: a client
+    opening connections to hold them costs each its place for 5 s (by default), not 10."""
+    gateway = start_gateway(upstream.url, **{**QUICK, "http_header_timeout": 60.0})
     with Client(gateway) as client:
         print(f"cut after {client.closed_by_server():.2f} s")
 
 
-def trickle_until_closed(client: Client) -> float:
-    """Send a byte every 50 ms (never idle, never done) until the server closes: seconds."""
+def trickle_until_closed(client: Client, byte: bytes = b"x") -> float:
+    """Send `byte` every 50 ms (never idle, never done) until the server closes: seconds."""
     started = time.perf_counter()
     client.sock.settimeout(0.05)
     while time.perf_counter() - started < BOUND:
@@ -175,7 +216,7 @@ def trickle_until_closed(client: Client) -> float:
         except TimeoutError:
             pass
         try:
-            client.send(b"x")
+            client.send(byte)
         except (BrokenPipeError, ConnectionResetError):
             return time.perf_counter() - started
     pytest.fail(f"the connection was still open after {BOUND} s")
@@ -199,6 +240,20 @@ def test_a_second_request_that_stalls_on_a_kept_alive_connection_is_cut(
         assert client.status() == 200
         client.send(b"GET /liv")
         print(f"cut after {client.closed_by_server():.2f} s")
+
+
+def test_blank_lines_trickling_in_between_requests_are_cut(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    """A blank line before a request is allowed (RFC 9112, 2.2): it begins no request in the
+    parser, yet it is a byte of the next head, and starts its deadline. Each one stops the
+    keep-alive's timer: this connection was held for ever."""
+    gateway = start_gateway(upstream.url, **QUICK)
+    with Client(gateway) as client:
+        client.send(get("/livez"))
+        assert client.status() == 200
+        seconds = trickle_until_closed(client, b"\r\n")
+        print(f"cut after {seconds:.2f} s")
 
 
 def test_an_idle_keep_alive_connection_is_closed(
@@ -452,6 +507,216 @@ def test_exactly_the_connection_limit_is_served_and_the_next_gets_503(
     wait_for(served, "a request served once the idle connections closed")
 
 
+# --- connections from one client address ---------------------------------------------------
+
+# Neither deadline acts in these tests: the cap alone closes a connection.
+PER_CLIENT = {
+    "http_max_connections_per_client": 5,
+    "http_header_timeout": 60.0,
+    "http_keepalive_timeout": 60.0,
+}
+
+
+def test_a_connection_past_its_address_share_is_closed_while_the_others_are_served(
+    start_gateway: Callable[..., Gateway], upstream: Upstream, clients: list[Client]
+) -> None:
+    gateway = start_gateway(upstream.url, http_max_connections=7, **PER_CLIENT)
+    clients.extend(Client(gateway) for _ in range(5))
+    for client in clients:
+        client.send(get("/livez"))
+        assert client.status() == 200
+    for _ in range(5):  # closed as they open: none takes a place among the server's 7
+        with Client(gateway) as sixth:
+            started = time.perf_counter()
+            assert sixth.refused()
+    print(f"the sixth closed after {time.perf_counter() - started:.3f} s")
+    with Client(gateway, source="127.0.0.2") as other:  # another address has its own share
+        other.send(get("/livez"))
+        assert other.status() == 200
+    for client in clients:  # the first five are still served
+        client.send(get("/livez"))
+        assert client.status() == 200
+    clients.pop().sock.close()
+
+    def admitted() -> bool:
+        with Client(gateway) as client:
+            return not client.refused()
+
+    wait_for(admitted, "a connection let in once one of the five closed")
+
+
+def test_with_the_share_off_one_address_may_open_more(
+    start_gateway: Callable[..., Gateway], upstream: Upstream, clients: list[Client]
+) -> None:
+    gateway = start_gateway(upstream.url, **{**PER_CLIENT, "http_max_connections_per_client": 0})
+    clients.extend(Client(gateway) for _ in range(7))
+    for client in clients:
+        client.send(get("/livez"))
+        assert client.status() == 200
+
+
+# --- pipelining ----------------------------------------------------------------------------
+
+
+def test_a_client_pipelining_past_the_queue_gets_the_first_answers_then_a_close(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    """Requests waiting behind the one in progress are bounded: a client that sends 30 at
+    once has the first ones answered, the last of them with `Connection: close`, and is to
+    send the rest again on a new connection (RFC 9112, 9.3.2)."""
+    gateway = start_gateway(upstream.url, **SLOW_HEADS)
+    with Client(gateway) as client:
+        client.send(get("/livez") * 30)  # one write: one read on the server's side
+        answers = []
+        for _ in range(30):
+            status, headers, _ = client.response()
+            answers.append(status)
+            if headers.get("connection") == "close":
+                break
+        client.closed_by_server()
+    print(f"answered {len(answers)} of 30 (1 in progress + {MAX_QUEUED_REQUESTS} waiting)")
+    assert set(answers) == {200}
+    assert len(answers) < 30
+
+
+class PipeliningSender:
+    """A client sending `count` copies of a request, pipelined, as fast as the server takes
+    them, on a thread; it reads nothing (a small receive buffer: the answers back up at once)."""
+
+    def __init__(self, gateway: Gateway, request: bytes, count: int) -> None:
+        self.client = Client(gateway, receive_buffer=4096)
+        self.payload = request * count
+        self.sent = 0
+        self.thread = threading.Thread(target=self._send, daemon=True)
+        self.thread.start()
+
+    def _send(self) -> None:
+        view = memoryview(self.payload)
+        try:
+            while self.sent < len(view):
+                self.sent += self.client.sock.send(view[self.sent : self.sent + 65536])
+        except OSError:  # reset or broken pipe: cut while still sending (or timed out)
+            pass
+
+
+def test_a_pipelining_client_that_never_reads_is_cut_with_little_memory_taken(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    """8 MB of `GET /livez`, pipelined, nothing read: uvicorn alone read them all, queued
+    262,000 requests (+600 MB here; 2.5 GB in the review, from one client) and never cut the
+    connection."""
+    gateway = start_gateway(upstream.url, **{**SLOW_HEADS, "http_body_timeout": 1.0})
+    request = get("/livez")
+    with peak_memory_growth() as growth:
+        sender = PipeliningSender(gateway, request, (8 << 20) // len(request))
+        with sender.client:
+            print(f"cut after {sender.client.dropped_by_server():.2f} s")
+            sender.thread.join(timeout=BOUND)
+    print(f"{sender.sent >> 10} KiB sent; resident memory at its peak: +{growth[0] >> 20} MiB")
+    assert growth[0] < 100 << 20
+
+
+# --- answers the client does not read ------------------------------------------------------
+
+FIELDS = (
+    "id name status sourceVmId snapshotType type ociImage vcpuCount memoryMb sizeBytes "
+    "isPublic lastError createdAt updatedAt"
+)
+ITEMS = 10_000
+ALIAS_BYTES = 3_000_000  # one alias of FIELDS over ITEMS items: 3.3 MB as JSON
+
+
+def kernel_send_buffer_max() -> int:
+    """The most a TCP socket's send buffer grows to (net.ipv4.tcp_wmem's third value)."""
+    with open("/proc/sys/net/ipv4/tcp_wmem", encoding="ascii") as values:
+        return int(values.read().split()[2])
+
+
+def large_answer(
+    start_gateway: Callable[..., Gateway], start_upstream: Callable[..., Upstream], **settings: Any
+) -> tuple[Gateway, bytes]:
+    """A gateway, and a request whose answer is twice what the kernel buffers for a socket:
+    more than the kernel can take for a client that reads nothing, so the rest waits in the
+    server. `snapshots` aliased over a 10,000-item list: for a caller with a credential."""
+    aliases = 1 + 2 * kernel_send_buffer_max() // ALIAS_BYTES
+    upstream = start_upstream(Dataset.generated(1, per_user=ITEMS))
+    values = aliases * (ITEMS + 100) * (len(FIELDS.split()) + 1)  # system snapshots; items
+    gateway = start_gateway(upstream.url, max_result_values=values, **settings)
+    query = "{ " + " ".join(f"a{n}: snapshots {{ {FIELDS} }}" for n in range(aliases)) + " }"
+    body = json.dumps({"query": query}).encode()
+    return gateway, post_head("/graphql", len(body), b"X-API-Key: key-000\r\n") + body
+
+
+def test_an_answer_the_client_never_reads_is_dropped_after_the_write_timeout(
+    start_gateway: Callable[..., Gateway], start_upstream: Callable[..., Upstream]
+) -> None:
+    """Nothing else would ever end it: the head and the body are in, the answer is being
+    written. The connection is reset, so the client, reading nothing, sees the cut."""
+    gateway, request = large_answer(
+        start_gateway, start_upstream, http_body_timeout=1.0, http_keepalive_timeout=60.0
+    )
+    with Client(gateway, receive_buffer=4096) as client:
+        client.send(request)
+        print(f"dropped after {client.dropped_by_server():.2f} s unread")
+
+
+def test_a_slow_reader_that_keeps_taking_the_answer_is_not_cut(
+    start_gateway: Callable[..., Gateway], start_upstream: Callable[..., Upstream]
+) -> None:
+    """The write timeout bounds a stall, not the answer: at 64 KiB every 30 ms (2 MB/s at
+    most) the server's share of the answer takes twice the timeout to go, yet it moves all
+    the while (a deadline on the whole answer would cut this client)."""
+    gateway, request = large_answer(start_gateway, start_upstream, http_body_timeout=1.5)
+    with Client(gateway, receive_buffer=65536) as client:
+        client.send(request)
+        started = time.perf_counter()
+        status, _, body = client.response(pause=0.03)
+    print(f"{len(body) >> 20} MiB read in {time.perf_counter() - started:.1f} s")
+    assert status == 200 and body.endswith(b"]}}")
+
+
+class Recorder(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.ERROR)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def server_errors() -> Iterator[list[logging.LogRecord]]:
+    """What the server logs at ERROR or above (uvicorn's "Exception in ASGI application",
+    with its traceback), while the block runs."""
+    records: list[logging.LogRecord] = []
+    handler = Recorder(records)
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_client_gone_while_pipelined_answers_wait_is_no_error(
+    start_gateway: Callable[..., Gateway], start_upstream: Callable[..., Upstream]
+) -> None:
+    """A large answer the client does not read, two requests pipelined behind it: the second
+    waits to write when the connection is dropped. uvicorn told only the last that the
+    client was gone; the second wrote to the closed transport, and uvloop's RuntimeError was
+    logged with a 60-line traceback, once per such client."""
+    gateway, request = large_answer(
+        start_gateway, start_upstream, http_body_timeout=1.0, http_keepalive_timeout=60.0
+    )
+    with server_errors() as errors, Client(gateway, receive_buffer=4096) as client:
+        client.send(request + get("/livez") * 2)
+        print(f"dropped after {client.dropped_by_server():.2f} s unread")
+        # The second woke when the connection went; a whole request on another one takes
+        # longer than that wake-up.
+        assert httpx.get(gateway.url + "/livez").status_code == 200
+    assert not errors, [record.getMessage() for record in errors]
+
+
 # --- the configuration and what it relies on in uvicorn -----------------------------------
 
 
@@ -463,6 +728,8 @@ def test_server_config_carries_every_limit_and_pickles_for_the_workers() -> None
         http_keepalive_timeout=2.5,
         http_max_header_bytes=8192,
         http_max_connections=7,
+        http_body_timeout=4.0,
+        http_max_connections_per_client=6,
     )
     config = server_config("snapgraph.workers:worker_app", settings, factory=True, port=1)
     assert config.timeout_keep_alive == 2.5
@@ -472,7 +739,15 @@ def test_server_config_carries_every_limit_and_pickles_for_the_workers() -> None
     copy = pickle.loads(pickle.dumps(config))  # noqa: S301  (bytes we just made)
     protocol: Any = copy.http
     assert protocol.func is LimitedHttpToolsProtocol
-    assert protocol.keywords == {"limits": HeadLimits(timeout=3.0, max_bytes=8192)}
+    assert protocol.keywords == {
+        "limits": ConnectionLimits(
+            head_timeout=3.0,
+            max_head_bytes=8192,
+            idle_timeout=2.5,
+            write_timeout=4.0,
+            max_per_client=6,
+        )
+    }
 
 
 def test_uvicorn_still_has_every_hook_the_limited_protocol_extends() -> None:
@@ -487,3 +762,11 @@ def test_uvicorn_still_has_every_hook_the_limited_protocol_extends() -> None:
     assert ours - set(vars(HttpToolsProtocol)) == set()
     parameters = list(inspect.signature(HttpToolsProtocol.__init__).parameters)
     assert parameters == ["self", "config", "server_state", "app_state", "_loop"]
+    # The state it reads and sets: setting an attribute uvicorn renamed would do nothing,
+    # without an error (the tests above would show the limit gone, not why).
+    protocol = inspect.getsource(HttpToolsProtocol.__init__)
+    for name in ("server_state", "connections", "client", "pipeline", "cycle"):
+        assert f"self.{name}" in protocol, name
+    cycle = inspect.getsource(RequestResponseCycle.__init__)
+    for name in ("disconnected", "keep_alive", "message_event", "response_complete"):
+        assert f"self.{name} =" in cycle, name

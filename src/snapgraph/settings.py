@@ -253,6 +253,12 @@ class Settings:
         "Most connections (and requests in progress) one process serves at once; beyond "
         "it new requests get 503.",
     )
+    http_max_connections_per_client: int = _setting(
+        100,
+        "Most connections one client address may hold open at once in one process; a "
+        "connection beyond it is closed as soon as it opens. 0 turns it off. Behind a proxy "
+        "every connection comes from the proxy's address: 0, or above its connection count.",
+    )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -494,4 +500,5 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("http_keepalive_timeout", lambda v: v > 0, "must be a number of seconds above 0"),
     ("http_max_header_bytes", lambda v: v >= 4096, "must be at least 4096"),
     ("http_max_connections", lambda v: v >= 1, "must be at least 1"),
+    ("http_max_connections_per_client", lambda v: v >= 0, "must be 0 (off) or more"),
 )

@@ -1,16 +1,19 @@
 """The HTTP server's own limits, from `Settings`: how long a client may take over a request's
-line and headers (`http_header_timeout`) and over its body (`http_body_timeout`), how large
-the line and headers may be (`http_max_header_bytes`), how long an idle keep-alive connection
-stays open (`http_keepalive_timeout`) and how many connections one process serves
-(`http_max_connections`).
+line and headers (`http_header_timeout`) and over its body (`http_body_timeout`), how long it
+may leave an answer unread (`http_body_timeout` again), how large the line and headers may be
+(`http_max_header_bytes`), how long a connection may stay idle before its first request or
+between two (`http_keepalive_timeout`), how many connections one process serves
+(`http_max_connections`) and how many of them one client address may hold
+(`http_max_connections_per_client`).
 
-uvicorn bounds the last two itself (`timeout_keep_alive`, `limit_concurrency`); on its
-httptools protocol nothing bounds the head: a client may take forever over it, and httptools
-buffers a header of any size before it hands it on. `LimitedHttpToolsProtocol` bounds both.
-It is the only code that reaches inside uvicorn (the protocol's parser callbacks and its
-per-connection state, alike in uvicorn 0.51 and 0.54); tests/test_http_limits.py pins
-it over real sockets. The body is bounded where the app reads it, by `BodyTimeoutMiddleware`
-(create_app adds it).
+uvicorn bounds two of these itself (`timeout_keep_alive` between requests, `limit_concurrency`);
+on its httptools protocol nothing bounds the rest: a client may take forever over a head,
+httptools buffers a header of any size before it hands it on, an answer the client never
+reads waits in memory for ever, and pipelined requests are read and queued without end.
+`LimitedHttpToolsProtocol` bounds them. It is the only code that reaches inside uvicorn (the
+protocol's parser callbacks and its per-connection and per-request state, alike in uvicorn
+0.51 and 0.54); tests/test_http_limits.py pins it over real sockets. The body is bounded where
+the app reads it, by `BodyTimeoutMiddleware` (create_app adds it).
 
     config = server_config(create_app(settings), settings, host="0.0.0.0", port=8000)
     uvicorn.Server(config).run()
@@ -22,6 +25,10 @@ import asyncio
 import functools
 import http
 import json
+import socket
+import struct
+import weakref
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -29,7 +36,7 @@ from typing import Any, cast
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from snapgraph.settings import Settings
@@ -37,11 +44,22 @@ from snapgraph.settings import Settings
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 HEADERS_TOO_LARGE = "REQUEST_HEADER_FIELDS_TOO_LARGE"
 
+# Requests a connection may have waiting behind the one in progress (HTTP/1.1 pipelining).
+# Browsers never pipeline; a client that does gets these answered, the last one with
+# `Connection: close`, and resends the rest on a new connection (RFC 9112, 9.3.2).
+MAX_QUEUED_REQUESTS = 8
+
 # What a request line adds to its method and target: two spaces, the version and CRLF; each
 # header adds ": " and CRLF to its name and value; the head ends with one more CRLF.
 _LINE_OVERHEAD = len(b"  HTTP/1.1\r\n")
 _HEADER_OVERHEAD = len(b": \r\n")
 _END_OVERHEAD = len(b"\r\n")
+# SO_LINGER on, with no time to linger: closing the socket resets the connection.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+# Each server's open connections by client address (uvicorn's ServerState is one per server
+# and lives as long as it does).
+_PEERS: weakref.WeakKeyDictionary[ServerState, Counter[str]] = weakref.WeakKeyDictionary()
 
 
 def server_config(app: Callable[..., Any] | str, settings: Settings, **overrides: Any) -> Config:
@@ -51,7 +69,10 @@ def server_config(app: Callable[..., Any] | str, settings: Settings, **overrides
         server_config(app, settings, host=settings.host, port=settings.port)
     """
     options: dict[str, Any] = {
-        "http": limited_protocol(HeadLimits.of(settings)),
+        "http": limited_protocol(ConnectionLimits.of(settings)),
+        # The gateway serves no WebSocket; an upgraded connection would leave this protocol,
+        # and its limits, behind.
+        "ws": "none",
         # Annotated int by uvicorn, used as a delay for `loop.call_later`: a float works.
         "timeout_keep_alive": settings.http_keepalive_timeout,
         # uvicorn counts the connection that asks among those open (503 when the count
@@ -63,19 +84,30 @@ def server_config(app: Callable[..., Any] | str, settings: Settings, **overrides
 
 
 @dataclass(frozen=True)
-class HeadLimits:
-    """How long a request's line and headers may take once begun, and how many bytes they
-    may hold in all."""
+class ConnectionLimits:
+    """What one connection may take: seconds before its first byte (`idle_timeout`) and over
+    a request's line and headers once begun (`head_timeout`), bytes of those (`max_head_bytes`),
+    seconds with an answer the client takes none of (`write_timeout`), and how many
+    connections its client address may hold (`max_per_client`, 0: any number)."""
 
-    timeout: float
-    max_bytes: int
+    head_timeout: float
+    max_head_bytes: int
+    idle_timeout: float
+    write_timeout: float
+    max_per_client: int
 
     @classmethod
-    def of(cls, settings: Settings) -> HeadLimits:
-        return cls(timeout=settings.http_header_timeout, max_bytes=settings.http_max_header_bytes)
+    def of(cls, settings: Settings) -> ConnectionLimits:
+        return cls(
+            head_timeout=settings.http_header_timeout,
+            max_head_bytes=settings.http_max_header_bytes,
+            idle_timeout=settings.http_keepalive_timeout,
+            write_timeout=settings.http_body_timeout,
+            max_per_client=settings.http_max_connections_per_client,
+        )
 
 
-def limited_protocol(limits: HeadLimits) -> type[asyncio.Protocol]:
+def limited_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     """The protocol class to hand uvicorn (`Config(http=...)`): `LimitedHttpToolsProtocol`
     with `limits` bound. A partial, not a class made on the fly: `serve --workers` pickles
     the config into each worker, and pickle finds a partial's class by its name."""
@@ -84,21 +116,33 @@ def limited_protocol(limits: HeadLimits) -> type[asyncio.Protocol]:
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with a deadline and a size cap on each request's head.
+    """uvicorn's httptools protocol, with each connection's share of the server bounded.
 
-    - Deadline: from the connection's start (for its first request) or a request's first byte
-      (for the next ones) until its headers are complete; past it the connection is closed.
-      Between requests uvicorn's keep-alive timeout applies instead.
-    - Size: the request line and headers over `max_bytes` are answered 431 in the gateway's
-      error shape. Counted as bytes arrive, so at most one read (256 KiB) more is buffered:
-      httptools would hold a header of any size whole before handing it on.
+    - Client address: past `max_per_client` connections open from one address, a new one is
+      closed as it opens, never counted among the server's.
+    - Idle: a connection that has sent nothing is closed after `idle_timeout`, as uvicorn
+      closes one idle between requests.
+    - Head deadline: from a request's first byte (a blank line before it counts) until its
+      headers are complete; past it the connection is closed.
+    - Head size: the request line and headers over `max_head_bytes` are answered 431 in the
+      gateway's error shape. Counted as bytes arrive, so at most one read (256 KiB) more is
+      buffered: httptools would hold a header of any size whole before handing it on.
     - A request answered before its body is all in (a 404 or 415 to a POST) is the
       connection's last: the rest of its body would otherwise trickle in with no deadline.
+    - Pipelining: past `MAX_QUEUED_REQUESTS` requests waiting behind the one in progress, no
+      more are taken: those are answered, the last with `Connection: close`. uvicorn queues
+      all it reads, and reads on after each answer however many wait: a client sending
+      requests and never reading their answers held gigabytes.
+    - Unread answers: when the client takes no byte of what is waiting to be sent for
+      `write_timeout`, the connection is dropped with it. Any byte the kernel cannot take at
+      once counts as waiting (uvicorn lets 64 KiB wait unnoticed, and a connection closing
+      with bytes unsent never ends); a slow client that keeps taking some is never cut.
 
-    Refusing stops reading requests: the answer is written, the sending side shut, and what
-    the client still sends is read and dropped, up to `max_bytes` more and within the
-    deadline, then the connection is closed. Closing at once, with the client's bytes unread,
-    would send a reset, which may reach the client before the answer does (RFC 9112, 9.6).
+    Refusing a head stops reading requests: the answer is written, the sending side shut, and
+    what the client still sends is read and dropped, up to `max_head_bytes` more and within
+    the deadline, then the connection is closed. Closing at once, with the client's bytes
+    unread, would send a reset, which may reach the client before the answer does (RFC 9112,
+    9.6).
     """
 
     def __init__(
@@ -108,64 +152,95 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
         *,
-        limits: HeadLimits,
+        limits: ConnectionLimits,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._limits = limits
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._peer: str | None = None  # the client address this connection is counted under
+        self._read_timer: asyncio.TimerHandle | None = None  # idle, head or linger deadline
+        self._write_timer: asyncio.TimerHandle | None = None
         # In a head or between requests, not in a body: what arrives belongs to a head.
         self._in_head = True
+        self._head_begun = False  # a byte of the current head has come: its deadline runs
         # Bytes that arrived since the head began. It may miss part of the read in which the
         # head began (after a body), never count a byte of a body: when a head completes
         # within a read, on_headers_complete counts it exactly.
         self._head_bytes = 0
-        self._lingering = False  # nothing more is read as requests: see the class docstring
+        self._taking = True  # False once no more requests are read (refused, or too many)
         self._dropped = 0
+        # Requests taken and not yet answered: the one in progress and those waiting.
+        self._unanswered: list[RequestResponseCycle] = []
 
     # asyncio's protocol interface
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        if not self._count_peer():
+            # Not one of the server's connections: it never takes a place among them.
+            self.connections.discard(self)
+            self._taking = False
+            transport.close()
+            return
+        # pause_writing from the first byte the kernel will not take, not past uvicorn's
+        # 64 KiB (see the class docstring); resume_writing once nothing waits.
+        transport.set_write_buffer_limits(high=0)
+        self._arm_read_timer(self._limits.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
+        self._disarm_read_timer()
+        self._disarm_write_timer()
+        self._uncount_peer()
+        self._tell_unanswered()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if not self._taking:
             self._drop(data)
             return
         if self._in_head:
             self._head_bytes += len(data)
+            self._begin_head()
         super().data_received(data)
-        if self._in_head and self._head_bytes > self._limits.max_bytes:
+        if self._in_head and self._head_bytes > self._limits.max_head_bytes:
             self._refuse_head()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_writes(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._disarm_write_timer()
 
     # httptools' parser callbacks (uvicorn's, extended)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._head_timer is None:  # the first request's runs from the connection's start
-            self._arm_head_timer()
+        self._begin_head()  # a head that began within a read that ended a body
 
     def on_headers_complete(self) -> None:
-        self._disarm_head_timer()
+        self._disarm_read_timer()
+        self._head_begun = False
         self._in_head = False
         self._head_bytes = 0
-        if self._lingering:
+        if not self._taking:
             return  # a request pipelined behind a refused one: never run
-        if self._head_size() > self._limits.max_bytes:
+        if self._head_size() > self._limits.max_head_bytes:
             self._refuse_head()
             return
+        if len(self.pipeline) >= MAX_QUEUED_REQUESTS:
+            self._take_no_more()
+            return
         super().on_headers_complete()
+        self._unanswered = [c for c in self._unanswered if not c.response_complete]
+        self._unanswered.append(self.cycle)
 
     def on_body(self, body: bytes) -> None:
-        if not self._lingering:  # a refused request has no cycle to take it
+        if self._taking:  # a request not taken has no cycle of its own to take it
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self._lingering:
+        if not self._taking:
             return
         super().on_message_complete()
         self._in_head = True
@@ -177,10 +252,44 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         # The latest request answered (none pipelined behind it) while its body is still
         # coming: answered early, and the rest would trickle in with no deadline.
-        if self.cycle.response_complete and not self._in_head and not self.transport.is_closing():
+        if (
+            self._taking
+            and self.cycle.response_complete
+            and not self._in_head
+            and not self.transport.is_closing()
+        ):
             self._linger()
 
-    # The limits
+    # The limits: the client's address
+
+    def _count_peer(self) -> bool:
+        """Count this connection under its client's address; False if that has its share."""
+        share = self._limits.max_per_client
+        if share == 0 or self.client is None:
+            return True
+        peers = _PEERS.setdefault(self.server_state, Counter())
+        address = self.client[0]
+        if peers[address] >= share:
+            return False
+        peers[address] += 1
+        self._peer = address
+        return True
+
+    def _uncount_peer(self) -> None:
+        if self._peer is None:
+            return
+        peers = _PEERS[self.server_state]
+        peers[self._peer] -= 1
+        if peers[self._peer] <= 0:
+            del peers[self._peer]
+        self._peer = None
+
+    # The limits: the head
+
+    def _begin_head(self) -> None:
+        if self._taking and not self._head_begun:
+            self._head_begun = True
+            self._arm_read_timer(self._limits.head_timeout)
 
     def _head_size(self) -> int:
         """The request line and headers as sent (give or take optional whitespace)."""
@@ -189,7 +298,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return line + headers + _END_OVERHEAD
 
     def _refuse_head(self) -> None:
-        if self._lingering or self.transport.is_closing():
+        if not self._taking or self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
             # An earlier request's answer is still being written: a 431 would cut into it.
@@ -199,7 +308,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._linger()
 
     def _head_too_large(self) -> bytes:
-        message = f"The request line and headers are larger than {self._limits.max_bytes} bytes."
+        message = (
+            f"The request line and headers are larger than {self._limits.max_head_bytes} bytes."
+        )
         body = error_body(message, HEADERS_TOO_LARGE)
         status = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
         head = [b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode("ascii"))]
@@ -214,31 +325,81 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return b"".join(head) + body
 
     def _linger(self) -> None:
-        self._lingering = True
+        self._taking = False
         self._dropped = 0
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        if self._head_timer is None:
-            self._arm_head_timer()
+        if self._read_timer is None:
+            self._arm_read_timer(self._limits.head_timeout)
 
     def _drop(self, data: bytes) -> None:
         self._dropped += len(data)
-        if self._dropped > self._limits.max_bytes:
+        if self._dropped > self._limits.max_head_bytes:
             self.transport.close()
 
-    def _arm_head_timer(self) -> None:
-        self._disarm_head_timer()
-        self._head_timer = self.loop.call_later(self._limits.timeout, self._head_timed_out)
+    def _arm_read_timer(self, seconds: float) -> None:
+        self._disarm_read_timer()
+        self._read_timer = self.loop.call_later(seconds, self._read_timed_out)
 
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _disarm_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+    # The limits: pipelining
+
+    def _take_no_more(self) -> None:
+        """Take no more requests: those waiting are answered, the last one closing."""
+        self._taking = False
+        self.cycle.keep_alive = False  # the last one taken, waiting: nothing follows it
+
+    def _tell_unanswered(self) -> None:
+        """Tell every request taken and unanswered that the client is gone. uvicorn tells the
+        latest (`self.cycle`) alone: one in progress ahead of pipelined ones would wake from
+        waiting to write and write to a closed transport, which uvloop answers with a
+        RuntimeError, logged with its traceback as an ERROR for a client that merely left."""
+        for cycle in self._unanswered:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self._unanswered = []
+
+    # The limits: unread answers
+
+    def _watch_writes(self, waiting: int) -> None:
+        self._disarm_write_timer()
+        self._write_timer = self.loop.call_later(
+            self._limits.write_timeout, self._check_writes, waiting
+        )
+
+    def _disarm_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _check_writes(self, waited: int) -> None:
+        """Drop the connection unless the client took some of what was waiting (`waited`
+        bytes) since the last check; like nginx's send_timeout, a deadline on progress."""
+        self._write_timer = None
+        waiting = self.transport.get_write_buffer_size()
+        if waiting < waited:
+            self._watch_writes(waiting)
+        else:
+            self._reset()
+
+    def _reset(self) -> None:
+        """Drop the connection with a reset, discarding what waits to be sent, the kernel's
+        share too. close() would wait for those bytes to go first, and a plain close of the
+        socket would leave it to the kernel until they did: neither happens."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        self.transport.abort()
 
 
 class BodyTimeoutMiddleware:
