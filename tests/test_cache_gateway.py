@@ -131,7 +131,8 @@ def test_100_concurrent_identical_queries_make_one_upstream_call(
 ) -> None:
     faulty.respond(200, json.dumps([ITEM]))
     faulty.hold()  # until all 100 are waiting: none can come late and find the entry cached
-    gateway = start_served_gateway(faulty.url)
+    # Over a hundred connections from one address: the per-client share off.
+    gateway = start_served_gateway(faulty.url, http_max_connections_per_client=0)
 
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(
@@ -165,7 +166,8 @@ def test_50_users_concurrently_cold_and_warm_see_only_their_own(
     start_upstream, start_served_gateway
 ) -> None:
     upstream = start_upstream(Dataset.generated(users=50), latency=0.05)
-    gateway = start_served_gateway(upstream.url)
+    # 200 connections from one address: the per-client share off.
+    gateway = start_served_gateway(upstream.url, http_max_connections_per_client=0)
     users = [n % 50 for n in range(200)]
     requests = [{"X-API-Key": f"key-{n:03d}"} for n in users]
     for _ in ("cold", "warm"):
