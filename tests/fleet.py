@@ -140,6 +140,8 @@ def _start_replica(
             f"--cache-secret-file={secret_file}",
             f"--cache-ttl={TTL}",
             "--upstream-deadline=3",
+            # Behind haproxy, as deploy/ runs them: every connection from one address.
+            "--http-max-connections-per-client=0",
             "--upstream-breaker-reset=1",
             "--shutdown-delay=0",
             "--log-level=warning",
