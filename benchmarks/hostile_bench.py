@@ -17,6 +17,7 @@ rows within one run; they are not absolutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import tempfile
@@ -120,7 +121,9 @@ def looping(url: str, send: Callable[[httpx.Client], object]) -> Iterator[None]:
     def loop() -> None:
         with httpx.Client(base_url=url, timeout=120) as http:
             while not stop.is_set():
-                send(http)
+                # Refused unread, the connection may close behind the answer: send again.
+                with contextlib.suppress(httpx.TransportError):
+                    send(http)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -145,19 +148,27 @@ def bystander_latencies(url: str, seconds: float) -> tuple[float, float]:
 
 
 def memory(url: str, pid: int, count: int, ttl: float) -> tuple[float, float, float]:
+    """Resident memory at a steady state (after a first round of such inputs and their TTL),
+    after `count` more distinct ones, and once their TTL has passed."""
     with httpx.Client(base_url=url, timeout=120) as http:
+        send_distinct(http, count, offset=count)  # the steady state they are measured from
+        time.sleep(ttl + 1)
         http.post("/graphql", json={"query": PAGE}, headers=ALICE)
         before = rss_mib(pid)
-        for n in range(count):
-            name = f"{n:05d}" + "y" * 4_000
-            orders = [{"field": f} for f in ("NAME", "STATUS", "SIZE_BYTES")][: 1 + n % 3]
-            variables = {"filter": {"nameContains": name}, "order": orders}
-            http.post("/graphql", json={"query": PAGE, "variables": variables}, headers=ALICE)
+        send_distinct(http, count, offset=0)
         after = rss_mib(pid)
         time.sleep(ttl + 1)
         http.post("/graphql", json={"query": PAGE}, headers=ALICE)  # a new list replaces it
         settled = rss_mib(pid)
     return before, after, settled
+
+
+def send_distinct(http: httpx.Client, count: int, offset: int) -> None:
+    for n in range(offset, offset + count):
+        name = f"{n:05d}" + "y" * 4_000
+        orders = [{"field": f} for f in ("NAME", "STATUS", "SIZE_BYTES")][: 1 + n % 3]
+        variables = {"filter": {"nameContains": name}, "order": orders}
+        http.post("/graphql", json={"query": PAGE, "variables": variables}, headers=ALICE)
 
 
 def run(label: str, upstream_url: str, source: str | None, args: argparse.Namespace) -> None:

@@ -105,3 +105,21 @@ def test_undeclared_variables_do_not_mint_new_entries(gateway: Gateway) -> None:
         gateway.post(QUERY, ALICE_KEY, variables={"pad": "x" * 10_000 + str(n)})
     assert paths(gateway) == {"compiled": 1, "cached": 5}
     assert cache.stored_bytes == stored
+
+
+def test_a_refetched_list_drops_the_answers_built_from_its_older_version() -> None:
+    """A caller's thousand distinct requests hold memory only until their list is fetched
+    again; another caller's answers stay."""
+    from snapgraph.execution.response_cache import CachedResponse, ResponseCache, response_key
+
+    cache = ResponseCache(1 << 20)
+    for n in range(1_000):
+        cache.put(response_key(("alice:f1",), "q", None, {"n": n}), CachedResponse(b"{}"))
+    bob = response_key(("bob:f1",), "q", None, {})
+    cache.put(bob, CachedResponse(b"{}"))
+    held = cache.stored_bytes
+    fresh = response_key(("alice:f2",), "q", None, {})
+    cache.put(fresh, CachedResponse(b"{}"))
+    assert cache.stored_bytes < held / 100
+    assert cache.get(bob) is not None and cache.get(fresh) is not None
+    assert cache.get(response_key(("alice:f1",), "q", None, {"n": 1})) is None

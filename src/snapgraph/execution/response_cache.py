@@ -3,8 +3,10 @@
 An answer is keyed by the exact upstream answers it was built from (their `version`: the
 caller's HMAC cache key and the fetch id) plus the document, operation name and variables. So
 it can only be served to a caller whose own cache entry is the very one it came from, and it
-can never outlive that entry: a refetch has a new fetch id, and the old answer is unreachable
-until the LRU drops it. Stale answers are never kept (their age changes by the second).
+can never outlive that entry: a refetch has a new fetch id, and the first answer kept for the
+new version drops every answer of the caller's older one (unreachable from then on), so a
+caller's thousand distinct requests hold memory only until their list is fetched again. Stale
+answers are never kept (their age changes by the second).
 
     cache = ResponseCache(max_bytes=64 << 20)
     cached = cache.get(key) or cache.put(key, CachedResponse(orjson.dumps(answer)))
@@ -49,6 +51,10 @@ class ResponseCache:
         self.max_bytes = max_bytes
         self._bodies: OrderedDict[ResponseKey, CachedResponse] = OrderedDict()
         self._bytes = 0
+        # Per list (a version's part before its fetch id): the fetch id answers were last
+        # kept for, and the keys kept under each version.
+        self._current: dict[str, str] = {}
+        self._keys_of: dict[str, set[ResponseKey]] = {}
 
     @property
     def stored_bytes(self) -> int:
@@ -65,16 +71,38 @@ class ResponseCache:
         if size > self.max_bytes // 4:
             return body  # one huge answer must not flush everyone else's
         self._drop(key)
+        for version in key[0]:
+            self._supersede(version)
+            self._keys_of.setdefault(version, set()).add(key)
         self._bodies[key] = body
         self._bytes += size
         while self._bytes > self.max_bytes:
             self._drop(next(iter(self._bodies)))
         return body
 
+    def _supersede(self, version: str) -> None:
+        """`version` is its list's newest: drop the answers built from the one before."""
+        owner, _, fetch_id = version.rpartition(":")
+        previous = self._current.get(owner)
+        self._current[owner] = fetch_id
+        if previous is not None and previous != fetch_id:
+            for key in list(self._keys_of.get(f"{owner}:{previous}", ())):
+                self._drop(key)
+
     def _drop(self, key: ResponseKey) -> None:
         body = self._bodies.pop(key, None)
-        if body is not None:
-            self._bytes -= _size(key, body)
+        if body is None:
+            return
+        self._bytes -= _size(key, body)
+        for version in key[0]:
+            keys = self._keys_of.get(version)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._keys_of[version]
+                    owner = version.rpartition(":")[0]
+                    if self._current.get(owner) == version.rpartition(":")[2]:
+                        del self._current[owner]
 
 
 def _size(key: ResponseKey, response: CachedResponse) -> int:

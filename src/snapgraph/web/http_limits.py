@@ -42,6 +42,9 @@ from uvicorn.server import ServerState
 from snapgraph.settings import Settings
 
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+# What a connection answered early (a body refused by its declared length) reads and drops
+# before it closes, within the header timeout: above the largest body the gateway takes.
+LINGER_BYTES = 2 << 20
 HEADERS_TOO_LARGE = "REQUEST_HEADER_FIELDS_TOO_LARGE"
 
 # Requests a connection may have waiting behind the one in progress (HTTP/1.1 pipelining).
@@ -333,8 +336,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_read_timer(self._limits.head_timeout)
 
     def _drop(self, data: bytes) -> None:
+        # Up to LINGER_BYTES are read and dropped before the close: a client that answers
+        # only once its whole body is sent (httpx, curl) would otherwise meet a reset instead
+        # of the 400 or 401 the gateway wrote, when its body was refused unread.
         self._dropped += len(data)
-        if self._dropped > self._limits.max_head_bytes:
+        if self._dropped > max(self._limits.max_head_bytes, LINGER_BYTES):
             self.transport.close()
 
     def _arm_read_timer(self, seconds: float) -> None:
