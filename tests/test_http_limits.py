@@ -770,3 +770,28 @@ def test_uvicorn_still_has_every_hook_the_limited_protocol_extends() -> None:
     cycle = inspect.getsource(RequestResponseCycle.__init__)
     for name in ("disconnected", "keep_alive", "message_event", "response_complete"):
         assert f"self.{name} =" in cycle, name
+
+
+def test_trailers_of_a_chunked_body_are_bounded_like_a_head(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    """httptools hands a chunked body's trailers over as headers, which uvicorn appends to
+    the request's without bound: 150 MB of trailer lines held 2.3 GB."""
+    gateway = start_gateway(upstream.url)
+    head = (
+        b"POST /graphql HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    )
+    trailers = b"X-Trailer: " + b"t" * 1_000 + b"\r\n"
+    with Client(gateway) as client:
+        client.send(head)
+        sent = 0
+        try:
+            while sent < 16 << 20:
+                client.send(trailers)
+                sent += len(trailers)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        print(f"the gateway took {sent:,} bytes of trailers before it closed")
+        assert sent < 16 << 20, "16 MiB of trailers were all taken"
+    assert httpx.get(gateway.url + "/livez").status_code == 200

@@ -169,6 +169,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # head began (after a body), never count a byte of a body: when a head completes
         # within a read, on_headers_complete counts it exactly.
         self._head_bytes = 0
+        self._trailer_bytes = 0
         self._taking = True  # False once no more requests are read (refused, or too many)
         self._dropped = 0
         # Requests taken and not yet answered: the one in progress and those waiting.
@@ -226,6 +227,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_begun = False
         self._in_head = False
         self._head_bytes = 0
+        self._trailer_bytes = 0
         if not self._taking:
             return  # a request pipelined behind a refused one: never run
         if self._head_size() > self._limits.max_head_bytes:
@@ -237,6 +239,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         self._unanswered = [c for c in self._unanswered if not c.response_complete]
         self._unanswered.append(self.cycle)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:
+            super().on_header(name, value)
+            return
+        # A chunked body's trailers: httptools reports them as headers, and uvicorn would
+        # append each to the request's headers with no bound (150 MB of trailer lines made
+        # 2.3 GB). The gateway reads none: dropped, and counted against the head's cap.
+        self._trailer_bytes += len(name) + len(value) + _HEADER_OVERHEAD
+        if self._trailer_bytes > self._limits.max_head_bytes:
+            self.transport.close()
 
     def on_body(self, body: bytes) -> None:
         if self._taking:  # a request not taken has no cycle of its own to take it
