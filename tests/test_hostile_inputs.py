@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from graphql import get_introspection_query
 from test_hostile_requests import NO_CREDENTIALS, bystander, codes, hostile
 
 from conftest import ALICE_KEY, BOB_KEY, FaultyUpstream, Gateway, Upstream
@@ -268,15 +269,24 @@ def test_a_document_is_bounded_by_its_length_and_an_anonymous_one_by_fewer_token
     [
         "{ " + " ".join(f"a{n}: __schema {{ queryType {{ name }} }}" for n in range(4)) + " }",
         "query { ...S ...S ...S ...S } fragment S on Query { __schema { queryType { name } } }",
+        "{ __schema { types { "
+        + " ".join(f"f{n}: fields {{ name }}" for n in range(49))
+        + " } } }",
+        "{ __schema { types { ...F } } } fragment F on __Type { a: name b: name }",
+        "{ " + " ".join(f"s{n}: _service {{ sdl }}" for n in range(4)) + " }",
     ],
-    ids=["aliases", "fragment-spreads"],
+    ids=["aliases", "fragment-spreads", "nested-aliases", "aliases-in-fragment", "service"],
 )
 def test_introspection_is_asked_a_few_times_per_operation_at_most(
     gateway: Gateway, query: str
 ) -> None:
+    """A tool asks for the schema once, without aliases inside it; fifty aliases of it, or
+    of a list below it, multiply a large answer from a small document."""
     assert codes(gateway.query(query)) == {"MAX_INTROSPECTION_LIMIT"}
     once = gateway.query("{ __schema { queryType { name } } }")
     assert once == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
+    full = gateway.query(get_introspection_query(descriptions=True, specified_by_url=True))
+    assert "errors" not in full and full["data"]["__schema"]["types"]
 
 
 def test_deeply_nested_literals_are_refused_before_graphql_core_prints_them(

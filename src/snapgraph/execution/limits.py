@@ -33,6 +33,9 @@ from graphql import (
 from graphql.language import SKIP, VisitorAction
 
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
+# Root fields that describe the schema: asked for once by a tool, never aliased inside (one
+# `__schema` with 49 aliases of `fields` below it made an 872 KB answer in 2.6 KB).
+SCHEMA_FIELDS = INTROSPECTION_FIELDS | {"_service"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class _Cost:
     aliases: int
     selections: int
     introspection: int = 0
+    schema_aliases: int = 0
 
 
 @dataclass
@@ -115,8 +119,10 @@ class _Summary:
     depth: int = 0
     aliases: int = 0
     selections: int = 0
-    introspection: int = 0  # `__schema`/`__type` among its own fields at its top level
+    introspection: int = 0  # `__schema`/`__type`/`_service` among its top-level fields
+    schema_aliases: int = 0  # aliases inside those fields' selections
     spreads: list[tuple[str, int]] = field(default_factory=list)
+    schema_spreads: list[str] = field(default_factory=list)  # fragments spread inside them
 
 
 def _summarize(selection_set: SelectionSetNode) -> _Summary:
@@ -125,7 +131,9 @@ def _summarize(selection_set: SelectionSetNode) -> _Summary:
     return summary
 
 
-def _add_selections(selection_set: SelectionSetNode, level: int, summary: _Summary) -> None:
+def _add_selections(
+    selection_set: SelectionSetNode, level: int, summary: _Summary, in_schema: bool = False
+) -> None:
     # Recursion follows field nesting only, which the parser has already recursed through
     # more deeply than this; fragment chains, which can be much longer, are not followed here.
     for selection in selection_set.selections:
@@ -133,13 +141,18 @@ def _add_selections(selection_set: SelectionSetNode, level: int, summary: _Summa
             summary.depth = max(summary.depth, level + 1)
             summary.aliases += selection.alias is not None
             summary.selections += 1
-            summary.introspection += level == 0 and selection.name.value in INTROSPECTION_FIELDS
+            schema_root = level == 0 and selection.name.value in SCHEMA_FIELDS
+            summary.introspection += schema_root
+            summary.schema_aliases += in_schema and selection.alias is not None
             if selection.selection_set is not None:
-                _add_selections(selection.selection_set, level + 1, summary)
+                inside = in_schema or schema_root
+                _add_selections(selection.selection_set, level + 1, summary, inside)
         elif isinstance(selection, InlineFragmentNode):
-            _add_selections(selection.selection_set, level, summary)
+            _add_selections(selection.selection_set, level, summary, in_schema)
         elif isinstance(selection, FragmentSpreadNode):
             summary.spreads.append((selection.name.value, level))
+            if in_schema:
+                summary.schema_spreads.append(selection.name.value)
 
 
 def _fragment_costs(document: DocumentNode, limits: DocumentLimits) -> dict[str, _Cost]:
@@ -186,6 +199,11 @@ def _total(summary: _Summary, fragments: dict[str, _Cost], limits: DocumentLimit
     """`summary` with its spreads expanded; unknown (or cyclic) fragments count as nothing."""
     depth, aliases, selections = summary.depth, summary.aliases, summary.selections
     introspection = summary.introspection
+    schema_aliases = summary.schema_aliases
+    for name in summary.schema_spreads:
+        spread = fragments.get(name)
+        if spread is not None:  # every alias of a fragment spread inside a schema field
+            schema_aliases = min(schema_aliases + spread.aliases, 1)
     for name, level in summary.spreads:
         spread = fragments.get(name)
         if spread is not None:
@@ -197,11 +215,13 @@ def _total(summary: _Summary, fragments: dict[str, _Cost], limits: DocumentLimit
                 introspection = min(
                     introspection + spread.introspection, limits.max_introspection + 1
                 )
+                schema_aliases = min(schema_aliases + spread.schema_aliases, 1)
     return _Cost(
         depth,
         min(aliases, limits.max_aliases + 1),
         min(selections, limits.max_selections + 1),
         min(introspection, limits.max_introspection + 1),
+        min(schema_aliases, 1),
     )
 
 
@@ -224,9 +244,15 @@ def _errors(
         ),
         (
             cost.introspection > limits.max_introspection,
-            f"{name} asks for `__schema` or `__type` more than {limits.max_introspection} "
-            f"times, counting each fragment spread in full; the limit is "
-            f"{limits.max_introspection}.",
+            f"{name} asks for `__schema`, `__type` or `_service` more than "
+            f"{limits.max_introspection} times, counting each fragment spread in full; the "
+            f"limit is {limits.max_introspection}.",
+            "MAX_INTROSPECTION_LIMIT",
+        ),
+        (
+            cost.schema_aliases > 0,
+            f"{name} uses an alias inside `__schema`, `__type` or `_service`; ask for each "
+            "part of the schema once.",
             "MAX_INTROSPECTION_LIMIT",
         ),
         (
