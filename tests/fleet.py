@@ -65,6 +65,9 @@ class Report:
     stale: int = 0
     server_errors: int = 0
     transport_errors: int = 0
+    # Answers cut when the replica writing them was SIGKILLed (within a second of the kill):
+    # no proxy can finish an answer whose headers it already passed on.
+    cut_by_kill: int = 0
     leaks: int = 0
     uncoded: int = 0  # answers that were neither full nor stale and named no error code
     # Users who had a full answer before the upstream stopped, yet none (full or stale)
@@ -83,7 +86,8 @@ class Report:
         return [
             f"requests {self.requests}, answered {self.answered} "
             f"({100 * self.answered / max(1, self.requests):.2f}%), of them stale {self.stale}",
-            f"5xx {self.server_errors}, transport errors {self.transport_errors}, "
+            f"5xx {self.server_errors}, transport errors {self.transport_errors} "
+            f"(and {self.cut_by_kill} cut by the SIGKILL itself), "
             f"GraphQL error codes {dict(self.codes) or 'none'}",
             f"cross-user leaks {self.leaks}, answers without a code {self.uncoded}, "
             f"users unserved during the upstream outage {self.unserved_in_outage or 'none'}",
@@ -318,7 +322,9 @@ def _report(outcomes: list[Outcome], faults: dict[str, float], log: Path) -> Rep
         report.answered += outcome.ok or (outcome.stale and outcome.status == 200)
         report.stale += outcome.stale
         report.server_errors += outcome.status >= 500
-        report.transport_errors += outcome.status == 0
+        cut = outcome.status == 0 and 0 <= outcome.at - faults["replica SIGKILL"] < 1.0
+        report.cut_by_kill += cut
+        report.transport_errors += outcome.status == 0 and not cut
         report.leaks += outcome.leak
         report.uncoded += outcome.status == 200 and not (
             outcome.ok or outcome.stale or outcome.codes

@@ -227,6 +227,8 @@ def test_one_user_spelling_a_credential_many_ways_is_still_one_caller(
         {"Authorization": "Bearer demo-alice-key"},
         {"Authorization": "bearer demo-alice-key"},
         {"X-API-Key": "demo-alice-key", "Authorization": "BEARER demo-alice-key"},
+        # A junk token beside the key, new each time (an upstream that reads the key first).
+        *({"X-API-Key": "demo-alice-key", "Authorization": f"Bearer junk-{n}"} for n in range(3)),
     ]
     for headers in spellings:
         for list_type in ("", "(type: USER)", "(type: SYSTEM)"):
