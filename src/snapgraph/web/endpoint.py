@@ -1,9 +1,10 @@
 """The `/graphql` endpoint: one HTTP request in, one GraphQL response out.
 
-    read the HTTP request -> resolve APQ / safelist -> parse -> pick the operation
-    -> check the method -> validate (limits included) -> register APQ
+    read the HTTP request (64 KiB without a credential) -> resolve APQ / safelist -> parse
+    -> pick the operation -> check the method -> validate (limits first)
     -> refuse a credential-less caller (before variables are read) -> bound the raw
-       variables (before they are coerced) -> execute
+       variables (before they are coerced) -> execute -> bound the answer's bytes
+    -> register APQ (only once the upstream took the caller's credential)
 
 Every refusal on the way is a `RequestError` whose HTTP status and code the client can act
 on; it is logged as one line, never with a traceback.
