@@ -52,7 +52,7 @@ own error about a caller's value) is masked as INTERNAL_SERVER_ERROR by the exec
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from graphql import GraphQLError
@@ -157,6 +157,13 @@ class GraphQLRequestInvalid(RequestError):
         self.errors = [_with_code(error, self.code) for error in errors]
         super().__init__(self.errors[0].message if self.errors else None)
 
+    @classmethod
+    def of(cls, message: str, **extensions: Any) -> Self:
+        """The error with one reason, under this class's code (and `extensions`)."""
+        from graphql import GraphQLError
+
+        return cls([GraphQLError(message, extensions={"code": cls.code, **extensions})])
+
 
 def _with_code(error: GraphQLError, default_code: str) -> GraphQLError:
     """Give a graphql-core error an `extensions.code` unless a rule already chose one."""
@@ -190,27 +197,21 @@ class CredentialsRequired(GraphQLRequestInvalid):
 
     @classmethod
     def missing(cls) -> CredentialsRequired:
-        return cls._of(NotAuthenticated.message)
+        return cls.of(NotAuthenticated.message)
 
     @classmethod
     def unsendable(cls) -> CredentialsRequired:
-        return cls._of(
+        return cls.of(
             "The credential holds characters no HTTP header may carry, or is over 8 KiB; send "
             "the token or key exactly as issued."
         )
 
     @classmethod
     def body_too_large(cls, max_bytes: int) -> CredentialsRequired:
-        return cls._of(
+        return cls.of(
             f"A request without a credential may carry at most {max_bytes} bytes; send "
             "'Authorization: Bearer <token>' or 'X-API-Key: <key>'."
         )
-
-    @classmethod
-    def _of(cls, message: str) -> CredentialsRequired:
-        from graphql import GraphQLError
-
-        return cls([GraphQLError(message, extensions={"code": cls.code})])
 
 
 class ResponseTooLarge(GraphQLRequestInvalid):
@@ -220,13 +221,11 @@ class ResponseTooLarge(GraphQLRequestInvalid):
 
     @classmethod
     def over(cls, limit: int) -> ResponseTooLarge:
-        from graphql import GraphQLError
-
         message = (
             f"The answer would be larger than {limit} bytes; select fewer fields or aliases, "
             "or read the list a page at a time (snapshotsConnection)."
         )
-        return cls([GraphQLError(message, extensions={"code": cls.code, "limit": limit})])
+        return cls.of(message, limit=limit)
 
 
 class AnswerTooLarge(GraphQLRequestInvalid):
@@ -237,13 +236,11 @@ class AnswerTooLarge(GraphQLRequestInvalid):
 
     @classmethod
     def over(cls, limit: int) -> AnswerTooLarge:
-        from graphql import GraphQLError
-
         message = (
             f"The answer would hold more than {limit} values; select fewer fields or aliases, "
             "or narrow the list with `type`."
         )
-        return cls([GraphQLError(message, extensions={"code": cls.code, "limit": limit})])
+        return cls.of(message, limit=limit)
 
 
 class BadUserInput(GatewayError):

@@ -194,11 +194,11 @@ def _check_value(
             if len(item) > limits.max_string_length:
                 raise _over(
                     f"`{path}` is longer than {limits.max_string_length} characters.",
-                    limits.max_string_length,
+                    limit=limits.max_string_length,
                 )
         elif isinstance(item, list):
             if len(item) > list_limit:
-                raise _over(f"`{path}` has more than {list_limit} items.", list_limit)
+                raise _over(f"`{path}` has more than {list_limit} items.", limit=list_limit)
             pending += [(element, f"{path}[{index}]") for index, element in enumerate(item)]
         elif isinstance(item, dict):
             if len(item) > limits.max_list_items:
@@ -209,11 +209,8 @@ def _check_value(
                 pending.append((element, f"{path}.{key}"))
 
 
-def _over(message: str, limit: int | None = None) -> VariablesInvalid:
-    extensions: dict[str, Any] = {"code": "BAD_USER_INPUT"}
-    if limit is not None:
-        extensions["limit"] = limit
-    return VariablesInvalid([GraphQLError(message, extensions=extensions)])
+def _over(message: str, **extensions: Any) -> VariablesInvalid:
+    return VariablesInvalid.of(message, **extensions)
 
 
 class InputLiteralRule(ASTValidationRule):
